@@ -1,0 +1,310 @@
+"""The ``discovery`` flow: catalog in, DuckDB history and reports out.
+
+::
+
+    fetch-catalog ─► filter-free ─► plan-probes ─► test-by-family (one task run per family)
+        ─► analyze-failures ─► rank ─► store (Parquet → DuckDB, with the changes) ─► render
+
+The flow owns the shared resources: the sandbox server (when the source is the sandbox), one
+``httpx.AsyncClient`` and one account-wide rate limiter, created once and passed down. The family task
+runs are awaited together on the flow's event loop, so they share the client and the limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.sources import ResolvedSource, open_source
+from freemodels import storage
+from freemodels.candidates import classify_candidate, read_candidates
+from freemodels.checkpoint import CheckpointWriter
+from freemodels.records import RunInfo
+from freemodels.settings import Settings, load_settings
+from freemodels.suite import SUITE_VERSION, TASKS, build_suite
+from tasks.analyze_failures import CandidateOutcome, analyze_failures_task
+from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task
+from tasks.filter_free import families, filter_free_task
+from tasks.plan_probes import plan_probes_task
+from tasks.rank import rank_task
+from tasks.render import render_task
+from tasks.store import store_task
+from tasks.test_by_family import FamilyContext, test_by_family_task
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a finished run reports back to the CLI and the Prefect UI."""
+
+    run_id: str
+    source: str
+    base_url: str
+    status: str
+    catalog_models: int
+    free_models: int
+    tested_models: int
+    working_models: int
+    untested_models: int
+    probes_sent: int
+    quota_before: int | None
+    quota_after: int | None
+    database: str
+    run_dir: str
+    documents: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [
+            f"run {self.run_id} ({self.source}, {self.base_url}): {self.status}",
+            f"  catalog: {self.catalog_models} models, {self.free_models} free",
+            f"  tested:  {self.tested_models} models with {self.probes_sent} requests; "
+            f"{self.working_models} working",
+        ]
+        if self.untested_models:
+            lines.append(
+                f"  untested (quota): {self.untested_models} models — "
+                "run `discovery run --resume` when the quota resets"
+            )
+        if self.quota_before is not None:
+            lines.append(f"  daily quota: {self.quota_before} before, {self.quota_after} after")
+        lines.append(f"  database: {self.database}")
+        lines.append(f"  parquet:  {self.run_dir}")
+        if self.documents:
+            lines.append(f"  reports:  {Path(self.documents[0]).parent}/ ({len(self.documents)} files)")
+        return "\n".join(lines)
+
+
+def suite_seed(run_id: str) -> int:
+    """The suite's prompt values depend on the run id: new per run, stable on resume."""
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:6], "big")
+
+
+def _flow_run_name() -> str:
+    params = flow_run.parameters or {}
+    source = (params.get("base_url") and "base-url") or params.get("source") or "auto"
+    return f"{datetime.now(UTC):%Y-%m-%d}-{source}"
+
+
+@flow(
+    name="discovery",
+    flow_run_name=_flow_run_name,
+    description=(
+        "Find out which free models work, how fast they are, why the others fail, and which to "
+        "fall back to; store the run in DuckDB and render the reports into docs/."
+    ),
+    log_prints=True,
+    persist_result=False,
+)
+async def discovery(
+    source: str = "auto",
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    scenario: str | None = None,
+    seed: int | None = None,
+    budget: int | None = None,
+    candidates: str | None = None,
+    resume: bool = False,
+    max_models: int | None = None,
+    requests_per_minute: int | None = None,
+    data_dir: str | None = None,
+    docs_dir: str | None = None,
+    commit_docs: bool = False,
+    suite: str = "standard",
+) -> RunSummary:
+    """Run one discovery. Parameters override settings; the API key never is a parameter."""
+    logger = get_run_logger()
+    if suite != "standard":
+        from freemodels.errors import ConfigError
+
+        raise ConfigError(f"unknown suite {suite!r}; the only suite is 'standard'")
+    settings = load_settings(
+        source=base_url or source,
+        sandbox_scenario=scenario,
+        sandbox_seed=seed,
+        requests_per_minute=requests_per_minute,
+        data_dir=data_dir,
+        docs_dir=docs_dir,
+        max_models=max_models,
+    )
+    cand_ids = read_candidates(Path(candidates)) if candidates else []
+
+    # ---- the run id: new, or the latest unfinished one -------------------------------------------
+    runs_dir = settings.runs_dir
+    previous_info: RunInfo | None = None
+    if resume:
+        run_id = storage.latest_unfinished_run(runs_dir)
+        if run_id is None:
+            from freemodels.errors import RunNotFoundError
+
+            raise RunNotFoundError(f"no unfinished run to resume in {runs_dir}")
+        previous_info = storage.read_run_info(storage.run_dir(runs_dir, run_id))
+        logger.info("Resuming run %s", run_id)
+    else:
+        run_id = storage.new_run_id(datetime.now(UTC))
+    folder = storage.run_dir(runs_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    with open_source(settings, api_key_env=api_key_env) as src:
+        info = _start_info(run_id, src, settings, previous_info)
+        storage.write_run_info(folder, info)
+        summary = await _run(settings, src, info, folder, budget, cand_ids, commit_docs)
+    return summary
+
+
+def _start_info(run_id: str, src: ResolvedSource, settings: Settings, previous: RunInfo | None) -> RunInfo:
+    flow_run_id = flow_run.id
+    now = datetime.now(UTC)
+    settings_json = json.dumps(
+        {
+            "source": src.kind,
+            "base_url": src.base_url,
+            "requests_per_minute": src.requests_per_minute,
+            "max_tokens": settings.max_tokens,
+            "samples_per_task": settings.samples_per_task,
+            "probe_deadline_s": settings.probe_deadline_s,
+            "sandbox_seed": settings.sandbox_seed if src.kind == "sandbox" else None,
+        },
+        sort_keys=True,
+    )
+    if previous is not None:
+        return replace(
+            previous,
+            status="running",
+            prefect_flow_run_id=flow_run_id or previous.prefect_flow_run_id,
+        )
+    return RunInfo(
+        run_id=run_id,
+        started_at=now,
+        source=src.kind,
+        base_url=src.base_url,
+        status="running",
+        prefect_flow_run_id=flow_run_id,
+        suite_version=SUITE_VERSION,
+        settings_json=settings_json,
+        notes=list(src.notes),
+    )
+
+
+async def _run(
+    settings: Settings,
+    src: ResolvedSource,
+    info: RunInfo,
+    folder: Path,
+    budget: int | None,
+    cand_ids: list[str],
+    commit_docs: bool,
+) -> RunSummary:
+    logger = get_run_logger()
+    run_id = info.run_id
+    async with src.client() as client:
+        catalog, fetched_at = await fetch_catalog_task(client, origin=src.base_url)
+        quota_before = await fetch_quota_task(client)
+        info = replace(
+            info,
+            catalog_fetched_at=fetched_at,
+            quota_before=info.quota_before
+            if info.quota_before is not None
+            else (quota_before.daily_remaining if quota_before else None),
+            quota_limit=quota_before.daily_limit if quota_before else info.quota_limit,
+        )
+        storage.write_table(folder / "catalog.parquet", catalog)
+        free = filter_free_task(catalog, settings.max_models)
+        fams = families(free)
+        logger.info("Catalog: %d models, %d free in %d families", catalog.height, free.height, len(fams))
+
+        done_probes = storage.read_probe_checkpoints(folder)
+        done_keys = storage.completed_probe_keys(done_probes)
+        effective_budget = src.daily_budget(budget, quota_before)
+        plan = plan_probes_task(free, list(TASKS), settings.samples_per_task, effective_budget, done_keys)
+        logger.info(
+            "Plan: %d probes to send over %d models; %d models untested for lack of quota; "
+            "%d probes already done",
+            len(plan.specs),
+            len(plan.models),
+            len(plan.untested),
+            len(done_keys),
+        )
+
+        tasks_by_name = {t.name: t for t in build_suite(suite_seed(run_id))}
+        attempt_offset = storage.max_attempts_by_probe(done_probes)
+        limiter = src.rate_limiter(effective_budget)
+        by_family: dict[str, list] = {}
+        for spec in plan.specs:
+            by_family.setdefault(spec.family, []).append(spec)
+        with CheckpointWriter(folder) as checkpoint:
+            ctx = FamilyContext(
+                client=client,
+                settings=settings,
+                limiter=limiter,
+                tasks=tasks_by_name,
+                run_id=run_id,
+                on_result=checkpoint.add,
+                attempt_offset=attempt_offset,
+                semaphore=asyncio.Semaphore(settings.max_concurrency),
+                cost_guard=src.kind == "openrouter",
+            )
+            outcomes = await asyncio.gather(
+                *(
+                    test_by_family_task.with_options(task_run_name=f"test-{family}")(family, specs, ctx)
+                    for family, specs in sorted(by_family.items())
+                )
+            )
+        quota_after = await fetch_quota_task(client)
+
+    unsent = [spec for outcome in outcomes for spec in outcome.unsent]
+    quota_exhausted = any(outcome.quota_exhausted for outcome in outcomes)
+    all_probes = storage.read_probe_checkpoints(folder)
+    untested = sorted(set(plan.untested) | {spec.model_id for spec in unsent})
+
+    catalog_ids = catalog.get_column("model_id").to_list()
+    listed = set(catalog_ids)
+    candidate_outcomes = []
+    for cid in cand_ids:
+        if cid in listed:
+            continue
+        failure, suggestions = classify_candidate(cid, catalog_ids)
+        candidate_outcomes.append(CandidateOutcome(cid, failure, tuple(suggestions)))
+
+    results = analyze_failures_task(all_probes, free, run_id, untested, candidate_outcomes)
+    results, rotation = rank_task(results, catalog, run_id, settings.min_samples_for_tier, all_probes)
+
+    status = "partial" if (quota_exhausted or unsent or plan.untested) else "completed"
+    info = replace(
+        info,
+        status=status,
+        finished_at=datetime.now(UTC),
+        quota_after=quota_after.daily_remaining if quota_after else None,
+    )
+    store_task(settings.database, folder, info, all_probes, results, rotation, catalog)
+    documents = render_task(settings.database, settings.docs_dir, run_id)
+    if commit_docs:
+        from flows.docs_commit import commit_docs as do_commit
+
+        do_commit(settings.docs_dir, run_date=info.started_at.date().isoformat())
+
+    working = results.filter(pl.col("verdict").is_in(["working", "degraded"])).height
+    tested = results.filter(pl.col("n") > 0).height
+    return RunSummary(
+        run_id=run_id,
+        source=info.source,
+        base_url=info.base_url,
+        status=status,
+        catalog_models=catalog.height,
+        free_models=free.height,
+        tested_models=tested,
+        working_models=working,
+        untested_models=len(untested),
+        probes_sent=all_probes.height,
+        quota_before=info.quota_before,
+        quota_after=info.quota_after,
+        database=str(settings.database),
+        run_dir=str(folder),
+        documents=[str(p) for p in documents],
+    )

@@ -1,0 +1,238 @@
+"""Domain records (frozen, slotted dataclasses) and the polars schemas of every table.
+
+The schemas here are the contract between the pipeline steps, the Parquet files and DuckDB: each table in
+DuckDB has exactly these columns, in this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import polars as pl
+
+from freemodels.failures import Failure
+
+
+class Verdict(StrEnum):
+    """A model's outcome in one run."""
+
+    WORKING = "working"  # at least one task passed and most probes succeeded
+    DEGRADED = "degraded"  # answered, but failed some tasks or some probes
+    FAILING = "failing"  # no probe succeeded
+    UNTESTED_QUOTA = "untested_quota"  # left out because the daily quota did not allow it
+    NOT_LISTED = "not_listed"  # a candidate id that the catalog does not list
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """One (model, task, sample) to send."""
+
+    model_id: str
+    family: str
+    task: str
+    sample: int = 0
+    priority: int = 0  # lower is sent first (family representatives first)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one HTTP attempt of one probe produced."""
+
+    run_id: str
+    model_id: str
+    family: str
+    task: str
+    sample: int
+    attempt: int
+    started_at: datetime
+    http_status: int | None
+    failure: Failure | None
+    passed: bool
+    error_code: str | None = None  # availability.code or error_type or exception name
+    message: str | None = None  # OpenRouter's message (redacted, truncated)
+    ttft_any_ms: float | None = None
+    ttft_content_ms: float | None = None
+    total_ms: float | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reason: str | None = None
+    generation_id: str | None = None
+    provider: str | None = None
+    cache_status: str | None = None
+    cost: float | None = None
+    retry_after_s: float | None = None
+    reply_excerpt: str | None = None
+    server_ttft_ms: float | None = None  # the server's own timing, where it reports one
+    server_total_ms: float | None = None
+
+    def as_row(self) -> dict[str, object]:
+        row = asdict(self)
+        row["failure"] = self.failure.value if self.failure else None
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One discovery run."""
+
+    run_id: str
+    started_at: datetime
+    source: str  # sandbox | openrouter | base_url
+    base_url: str
+    status: str = "running"  # running | completed | partial (quota) | failed
+    finished_at: datetime | None = None
+    quota_before: int | None = None
+    quota_after: int | None = None
+    quota_limit: int | None = None
+    prefect_flow_run_id: str | None = None
+    catalog_fetched_at: datetime | None = None
+    suite_version: str = ""
+    settings_json: str = "{}"
+    notes: list[str] = field(default_factory=list)
+
+
+RUNS_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "started_at": pl.Datetime("us", "UTC"),
+    "finished_at": pl.Datetime("us", "UTC"),
+    "source": pl.String(),
+    "base_url": pl.String(),
+    "status": pl.String(),
+    "quota_before": pl.Int64(),
+    "quota_after": pl.Int64(),
+    "quota_limit": pl.Int64(),
+    "prefect_flow_run_id": pl.String(),
+    "catalog_fetched_at": pl.Datetime("us", "UTC"),
+    "suite_version": pl.String(),
+    "settings_json": pl.String(),
+    "notes": pl.String(),
+}
+
+# The parsed catalog: one row per listed model (see freemodels.catalog for the rules).
+CATALOG_SCHEMA: dict[str, pl.DataType] = {
+    "model_id": pl.String(),
+    "canonical_slug": pl.String(),
+    "name": pl.String(),
+    "author": pl.String(),
+    "family": pl.String(),
+    "variant": pl.String(),
+    "created": pl.Int64(),
+    "description": pl.String(),
+    "context_length": pl.Int64(),
+    "max_completion_tokens": pl.Int64(),
+    "modality": pl.String(),
+    "input_modalities": pl.List(pl.String()),
+    "output_modalities": pl.List(pl.String()),
+    "tokenizer": pl.String(),
+    "instruct_type": pl.String(),
+    "price_prompt": pl.Float64(),
+    "price_completion": pl.Float64(),
+    "price_request": pl.Float64(),
+    "price_image": pl.Float64(),
+    "pricing_json": pl.String(),
+    "is_router": pl.Boolean(),
+    "is_free": pl.Boolean(),
+    "free_rule": pl.String(),  # "suffix" | "zero_price" | None
+    "is_moderated": pl.Boolean(),
+    "supported_parameters": pl.List(pl.String()),
+    "supports_tools": pl.Boolean(),
+    "supports_structured_outputs": pl.Boolean(),
+    "supports_reasoning": pl.Boolean(),
+    "expiration_date": pl.String(),
+    "hugging_face_id": pl.String(),
+}
+
+PROBES_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "model_id": pl.String(),
+    "family": pl.String(),
+    "task": pl.String(),
+    "sample": pl.Int64(),
+    "attempt": pl.Int64(),
+    "started_at": pl.Datetime("us", "UTC"),
+    "http_status": pl.Int64(),
+    "failure": pl.String(),
+    "passed": pl.Boolean(),
+    "error_code": pl.String(),
+    "message": pl.String(),
+    "ttft_any_ms": pl.Float64(),
+    "ttft_content_ms": pl.Float64(),
+    "total_ms": pl.Float64(),
+    "completion_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "finish_reason": pl.String(),
+    "generation_id": pl.String(),
+    "provider": pl.String(),
+    "cache_status": pl.String(),
+    "cost": pl.Float64(),
+    "retry_after_s": pl.Float64(),
+    "reply_excerpt": pl.String(),
+    "server_ttft_ms": pl.Float64(),
+    "server_total_ms": pl.Float64(),
+}
+
+MODEL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "model_id": pl.String(),
+    "family": pl.String(),
+    "verdict": pl.String(),
+    "n": pl.Int64(),  # final attempts recorded (one per probe)
+    "n_ok": pl.Int64(),  # probes that got a non-empty answer
+    "n_passed": pl.Int64(),  # probes whose answer passed the grader
+    "success_rate": pl.Float64(),  # n_passed / n
+    "p50_total_ms": pl.Float64(),
+    "p90_total_ms": pl.Float64(),
+    "p50_ttft_ms": pl.Float64(),
+    "p90_ttft_ms": pl.Float64(),
+    "p50_ttft_content_ms": pl.Float64(),
+    "tier": pl.String(),
+    "is_reasoning": pl.Boolean(),
+    "tasks_passed": pl.String(),  # comma list of task names
+    "tasks_failed": pl.String(),
+    "root_cause": pl.String(),  # Failure value of the dominant failure, or None
+    "remedy": pl.String(),
+    "evidence": pl.String(),  # status + OpenRouter's message of a representative failure
+    "suggestion": pl.String(),  # for not-listed candidates: closest catalog ids
+}
+
+ROTATION_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "purpose": pl.String(),
+    "rank": pl.Int64(),
+    "model_id": pl.String(),
+    "family": pl.String(),
+    "tier": pl.String(),
+    "p50_total_ms": pl.Float64(),
+    "success_rate": pl.Float64(),
+}
+
+CHANGES_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "prev_run_id": pl.String(),
+    "model_id": pl.String(),
+    "change": pl.String(),
+    "detail": pl.String(),
+}
+
+TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "runs": RUNS_SCHEMA,
+    "catalog": CATALOG_SCHEMA,
+    "probes": PROBES_SCHEMA,
+    "model_results": MODEL_RESULTS_SCHEMA,
+    "rotation": ROTATION_SCHEMA,
+    "changes": CHANGES_SCHEMA,
+}
+
+
+def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """An empty DataFrame with the given schema."""
+    return pl.DataFrame(schema=schema)
+
+
+def probes_frame(results: list[ProbeResult]) -> pl.DataFrame:
+    """Probe results as a DataFrame with :data:`PROBES_SCHEMA`."""
+    if not results:
+        return empty_frame(PROBES_SCHEMA)
+    return pl.DataFrame([r.as_row() for r in results], schema=PROBES_SCHEMA)

@@ -1,0 +1,211 @@
+"""One settings class for the whole project.
+
+Values come from, in this order (first wins): explicit keyword arguments (the CLI passes its flags this
+way), environment variables with the ``DISCOVERY_`` prefix, a ``.env`` file in the working directory, and the
+defaults below. The OpenRouter key is read from ``OPENROUTER_API_KEY`` (or ``DISCOVERY_API_KEY``); it is a
+:class:`~pydantic.SecretStr` and is resolved in exactly one place, :meth:`Settings.resolved_api_key`.
+
+No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from freemodels.errors import ConfigError
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+class SourceKind(StrEnum):
+    """Where the catalog and the probes go."""
+
+    SANDBOX = "sandbox"
+    OPENROUTER = "openrouter"
+    BASE_URL = "base_url"
+
+
+class Settings(BaseSettings):
+    """Every knob of a discovery run, with bounds. Environment prefix: ``DISCOVERY_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISCOVERY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"), description="Runtime data: the DuckDB file and Parquet files per run."
+    )
+    db_path: Path | None = Field(None, description="DuckDB file; defaults to <data_dir>/discovery.duckdb.")
+    docs_dir: Path = Field(Path("docs"), description="Where the Markdown reports are written.")
+
+    # --- the source ----------------------------------------------------------------------------
+    source: str = Field(
+        "auto",
+        description=(
+            "'auto' (OpenRouter when a key is set, else the sandbox), 'sandbox', 'openrouter', "
+            "or the base URL of any OpenAI-compatible server (http://host:port/v1)."
+        ),
+    )
+    openrouter_base_url: str = Field(
+        OPENROUTER_BASE_URL, description="OpenRouter's API root (used when source is openrouter)."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENROUTER_API_KEY", "DISCOVERY_API_KEY", "api_key"),
+        description="OpenRouter API key. Never printed, logged or stored.",
+    )
+    sandbox_scenario: Path | None = Field(
+        None, description="Scenario file (TOML or JSON) that stages sandbox behaviour."
+    )
+    sandbox_seed: int = Field(20261101, ge=0, description="Seed of the sandbox's behaviour profiles.")
+    http_referer: str = Field(
+        "https://github.com/free-model-discovery",
+        description="Attribution header sent to OpenRouter (HTTP-Referer).",
+    )
+    app_title: str = Field(
+        "Free Model Discovery", description="Attribution header sent to OpenRouter (X-Title)."
+    )
+
+    # --- timeouts (seconds) --------------------------------------------------------------------
+    connect_timeout_s: float = Field(10.0, gt=0, le=120, description="TCP/TLS connect timeout.")
+    read_timeout_s: float = Field(30.0, gt=0, le=600, description="Longest wait between two received chunks.")
+    write_timeout_s: float = Field(10.0, gt=0, le=120, description="Request upload timeout.")
+    pool_timeout_s: float = Field(10.0, gt=0, le=600, description="Wait for a free connection in the pool.")
+    probe_deadline_s: float = Field(
+        90.0, gt=0, le=1800, description="Total deadline of one probe, on top of the read timeout."
+    )
+    catalog_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Total timeout for fetching the catalog."
+    )
+
+    # --- limits and quota ----------------------------------------------------------------------
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Account-wide request rate. Default: 20 on OpenRouter (free tier), the sandbox's own "
+            "limit on the sandbox, 600 on other base URLs."
+        ),
+    )
+    requests_per_day: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        description=(
+            "Daily request budget. Default: read from /api/v1/key "
+            "(free_model_daily_requests), else 50 on OpenRouter, unlimited elsewhere."
+        ),
+    )
+    max_concurrency: int = Field(8, ge=1, le=1024, description="Most probes in flight at once.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts per probe where the failure class allows a retry."
+    )
+    backoff_base_s: float = Field(
+        1.0, ge=0, le=120, description="First backoff delay when no reset hint is given."
+    )
+    backoff_max_s: float = Field(60.0, ge=0, le=3600, description="Longest single backoff.")
+    max_response_bytes: int = Field(
+        2_000_000, ge=1024, le=100_000_000, description="Cap on bytes read from one response."
+    )
+
+    # --- the suite and the analysis ------------------------------------------------------------
+    max_tokens: int = Field(
+        1024, ge=16, le=32_768, description="max_tokens per probe (room for reasoning models)."
+    )
+    samples_per_task: int = Field(
+        1, ge=1, le=20, description="How many times each task of the suite is sent per model."
+    )
+    min_samples_for_tier: int = Field(
+        3, ge=1, le=100, description="Fewest successful samples before a model is tiered."
+    )
+    max_models: int | None = Field(None, ge=1, description="Probe at most this many free models (None: all).")
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        value = value.strip()
+        if value in {"auto", "sandbox", "openrouter"}:
+            return value
+        if value.startswith(("http://", "https://")):
+            return value.rstrip("/")
+        raise ValueError(
+            f"source must be 'auto', 'sandbox', 'openrouter' or an http(s) base URL, not {value!r}"
+        )
+
+    # --- derived values --------------------------------------------------------------------------
+    @property
+    def database(self) -> Path:
+        """The DuckDB file."""
+        return self.db_path if self.db_path is not None else self.data_dir / "discovery.duckdb"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Parquet files per run live under here."""
+        return self.data_dir / "runs"
+
+    def resolved_api_key(self) -> str | None:
+        """The API key, or None. Order: ``OPENROUTER_API_KEY``, then ``DISCOVERY_API_KEY``.
+
+        The only place the secret's value is read.
+        """
+        if self.api_key is None:
+            return None
+        value = self.api_key.get_secret_value().strip()
+        return value or None
+
+    def source_kind(self) -> SourceKind:
+        """Which kind of source this run uses."""
+        if self.source == "auto":
+            return SourceKind.OPENROUTER if self.resolved_api_key() else SourceKind.SANDBOX
+        if self.source == "sandbox":
+            return SourceKind.SANDBOX
+        if self.source == "openrouter":
+            return SourceKind.OPENROUTER
+        return SourceKind.BASE_URL
+
+    def timeouts(self) -> dict[str, float]:
+        """httpx timeout parts, named."""
+        return {
+            "connect": self.connect_timeout_s,
+            "read": self.read_timeout_s,
+            "write": self.write_timeout_s,
+            "pool": self.pool_timeout_s,
+        }
+
+
+def read_env_secret(name: str) -> str | None:
+    """The value of the environment variable ``name`` (for ``--api-key-env``), or None.
+
+    The one other place that reads the environment: it reads only the variable the user named.
+    """
+    import os
+
+    if not name or not name.replace("_", "").isalnum():
+        raise ConfigError(f"not a valid environment variable name: {name!r}")
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one clear :class:`ConfigError`."""
+    from pydantic import ValidationError
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

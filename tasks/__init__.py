@@ -1,0 +1,1 @@
+"""Pipeline steps of the discovery flow: one module per step, pure functions plus a thin @task."""

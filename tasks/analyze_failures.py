@@ -1,0 +1,209 @@
+"""Step ``analyze-failures``: one verdict per model, with the root cause and remedy of its failures.
+
+Rules:
+
+* Only the **final attempt** of each probe (model, task, sample) counts; earlier attempts were retried.
+* ``n`` = probes with a final attempt; ``n_ok`` = those that got an answer (content, graded or not);
+  ``n_passed`` = those whose answer passed the grader; ``success_rate`` = ``n_passed / n``.
+* Latency percentiles (P50/P90 of total and TTFT-any, P50 of TTFT-content) use the answered probes
+  (``n_ok``): a wrong answer still measures the model's speed.
+* Verdict: ``working`` when every probe passed; ``degraded`` when some passed; ``failing`` when none
+  did; ``untested_quota`` for models the plan left out; ``not_listed`` for candidate ids the catalog
+  does not list.
+* Root cause: the most frequent failure class among the final attempts (ties: the order of
+  :class:`~freemodels.failures.Failure`); the remedy comes from the taxonomy; the evidence is the HTTP
+  status and message of one probe of that class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+from prefect import task
+
+from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.records import MODEL_RESULTS_SCHEMA, Verdict
+
+PROBE_KEY = ["model_id", "task", "sample"]
+_FAILURE_ORDER = {f.value: i for i, f in enumerate(Failure)}
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateOutcome:
+    """A candidate id that the catalog does not list, classified without sending it."""
+
+    model_id: str
+    failure: Failure
+    suggestions: tuple[str, ...]
+
+
+def final_attempts(probes: pl.DataFrame) -> pl.DataFrame:
+    """The last attempt of every probe."""
+    if probes.is_empty():
+        return probes
+    return probes.sort([*PROBE_KEY, "attempt"]).unique(subset=PROBE_KEY, keep="last")
+
+
+def _evidence(status: int | None, message: str | None, code: str | None) -> str:
+    parts = [f"HTTP {status}" if status is not None else "no HTTP status"]
+    if code:
+        parts.append(code)
+    text = " · ".join(parts)
+    if message:
+        text += f": {message[:300]}"
+    return text
+
+
+def analyze(
+    probes: pl.DataFrame,
+    free: pl.DataFrame,
+    *,
+    run_id: str,
+    untested: Iterable[str] = (),
+    candidates: Sequence[CandidateOutcome] = (),
+) -> pl.DataFrame:
+    """Per-model verdicts (rows of :data:`~freemodels.records.MODEL_RESULTS_SCHEMA`; tier unset)."""
+    finals = final_attempts(probes)
+    families = dict(free.select("model_id", "family").iter_rows())
+    reasoning_listed = dict(free.select("model_id", "supports_reasoning").iter_rows())
+
+    rows: list[dict[str, object]] = []
+    if not finals.is_empty():
+        answered = pl.col("total_ms").is_not_null() & (
+            pl.col("failure").is_null() | pl.col("failure").is_in([Failure.WRONG_ANSWER.value])
+        )
+        stats = (
+            finals.group_by("model_id")
+            .agg(
+                pl.len().alias("n"),
+                answered.sum().alias("n_ok"),
+                pl.col("passed").fill_null(False).sum().alias("n_passed"),
+                pl.col("total_ms").filter(answered).quantile(0.5, "linear").alias("p50_total_ms"),
+                pl.col("total_ms").filter(answered).quantile(0.9, "linear").alias("p90_total_ms"),
+                pl.col("ttft_any_ms").filter(answered).quantile(0.5, "linear").alias("p50_ttft_ms"),
+                pl.col("ttft_any_ms").filter(answered).quantile(0.9, "linear").alias("p90_ttft_ms"),
+                pl.col("ttft_content_ms")
+                .filter(answered)
+                .quantile(0.5, "linear")
+                .alias("p50_ttft_content_ms"),
+                (pl.col("reasoning_tokens").fill_null(0) > 0).any().alias("used_reasoning"),
+                pl.col("task").filter(pl.col("passed")).unique().sort().str.join(",").alias("tasks_passed"),
+                pl.col("task").filter(~pl.col("passed")).unique().sort().str.join(",").alias("tasks_failed"),
+            )
+            .sort("model_id")
+        )
+        failures = finals.filter(pl.col("failure").is_not_null())
+        causes: dict[str, tuple[str, str]] = {}
+        if not failures.is_empty():
+            counted = (
+                failures.group_by("model_id", "failure")
+                .agg(
+                    pl.len().alias("count"),
+                    pl.col("http_status").first(),
+                    pl.col("message").first(),
+                    pl.col("error_code").first(),
+                )
+                .with_columns(
+                    pl.col("failure").replace_strict(_FAILURE_ORDER, return_dtype=pl.Int64).alias("order")
+                )
+                .sort(["model_id", "count", "order"], descending=[False, True, False])
+                .unique(subset="model_id", keep="first")
+            )
+            for model_id, failure, status, message, code in counted.select(
+                "model_id", "failure", "http_status", "message", "error_code"
+            ).iter_rows():
+                causes[model_id] = (failure, _evidence(status, message, code))
+
+        for rec in stats.iter_rows(named=True):
+            model_id = rec["model_id"]
+            n, n_passed = rec["n"], rec["n_passed"]
+            if n_passed == n:
+                verdict = Verdict.WORKING
+            elif n_passed > 0:
+                verdict = Verdict.DEGRADED
+            else:
+                verdict = Verdict.FAILING
+            cause = causes.get(model_id)
+            root = cause[0] if cause else None
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "model_id": model_id,
+                    "family": families.get(model_id, _family_from_probes(finals, model_id)),
+                    "verdict": verdict.value,
+                    "n": n,
+                    "n_ok": rec["n_ok"],
+                    "n_passed": n_passed,
+                    "success_rate": n_passed / n if n else 0.0,
+                    "p50_total_ms": rec["p50_total_ms"],
+                    "p90_total_ms": rec["p90_total_ms"],
+                    "p50_ttft_ms": rec["p50_ttft_ms"],
+                    "p90_ttft_ms": rec["p90_ttft_ms"],
+                    "p50_ttft_content_ms": rec["p50_ttft_content_ms"],
+                    "tier": None,
+                    "is_reasoning": bool(reasoning_listed.get(model_id)) or rec["used_reasoning"],
+                    "tasks_passed": rec["tasks_passed"] or None,
+                    "tasks_failed": rec["tasks_failed"] or None,
+                    "root_cause": root,
+                    "remedy": FAILURE_INFO[Failure(root)].remedy if root else None,
+                    "evidence": cause[1] if cause else None,
+                    "suggestion": None,
+                }
+            )
+
+    probed = {r["model_id"] for r in rows}
+    for model_id in sorted(set(untested) - probed):
+        rows.append(
+            _empty_row(run_id, model_id, families.get(model_id, ""), Verdict.UNTESTED_QUOTA)
+            | {"is_reasoning": bool(reasoning_listed.get(model_id))}
+        )
+    for cand in candidates:
+        if cand.model_id in probed:
+            continue
+        info = FAILURE_INFO[cand.failure]
+        rows.append(
+            _empty_row(run_id, cand.model_id, "", Verdict.NOT_LISTED)
+            | {
+                "root_cause": cand.failure.value,
+                "remedy": info.remedy,
+                "evidence": "not listed in the catalog (not sent)",
+                "suggestion": ", ".join(cand.suggestions) or None,
+            }
+        )
+    if not rows:
+        return pl.DataFrame(schema=MODEL_RESULTS_SCHEMA)
+    return pl.DataFrame(rows, schema=MODEL_RESULTS_SCHEMA)
+
+
+def _family_from_probes(finals: pl.DataFrame, model_id: str) -> str:
+    fam = finals.filter(pl.col("model_id") == model_id).get_column("family")
+    return fam[0] if fam.len() else ""
+
+
+def _empty_row(run_id: str, model_id: str, family: str, verdict: Verdict) -> dict[str, object]:
+    row: dict[str, object] = dict.fromkeys(MODEL_RESULTS_SCHEMA)
+    row.update(
+        run_id=run_id,
+        model_id=model_id,
+        family=family,
+        verdict=verdict.value,
+        n=0,
+        n_ok=0,
+        n_passed=0,
+        success_rate=None,
+        is_reasoning=False,
+    )
+    return row
+
+
+@task(name="analyze-failures")
+def analyze_failures_task(
+    probes: pl.DataFrame,
+    free: pl.DataFrame,
+    run_id: str,
+    untested: Sequence[str] = (),
+    candidates: Sequence[CandidateOutcome] = (),
+) -> pl.DataFrame:
+    return analyze(probes, free, run_id=run_id, untested=untested, candidates=candidates)

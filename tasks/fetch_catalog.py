@@ -1,0 +1,42 @@
+"""Step ``fetch-catalog``: GET /models (and /key for the quota), parsed into the catalog frame."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from freemodels.catalog import parse_catalog
+from freemodels.client import KeyInfo, fetch_catalog_bytes, fetch_key_info
+
+
+def mark_unpriced_as_free(catalog: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
+    """For servers without OpenRouter's pricing (llama.cpp, vLLM, ...): every model counts as free.
+
+    Returns the frame and whether the server lacked pricing altogether.
+    """
+    unpriced = catalog.height > 0 and catalog.get_column("pricing_json").is_null().all()
+    if not unpriced:
+        return catalog, False
+    return (
+        catalog.with_columns(
+            pl.lit(True).alias("is_free"),
+            pl.lit("no_pricing").alias("free_rule"),
+            pl.lit(False).alias("is_router"),
+        ),
+        True,
+    )
+
+
+@task(name="fetch-catalog", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+async def fetch_catalog_task(client: httpx.AsyncClient, origin: str) -> tuple[pl.DataFrame, datetime]:
+    raw = await fetch_catalog_bytes(client)
+    return parse_catalog(raw, origin=origin), datetime.now(UTC)
+
+
+@task(name="read-quota", cache_policy=NO_CACHE)
+async def fetch_quota_task(client: httpx.AsyncClient) -> KeyInfo | None:
+    return await fetch_key_info(client)

@@ -1,0 +1,47 @@
+"""Shared test setup.
+
+Real OpenRouter responses live in ``../shared/fixtures/openrouter`` beside the repository (every developer
+and CI have it). In a user's own clone it is absent, and the tests that need it skip with that reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "openrouter"
+SKIP_REASON = (
+    f"shared OpenRouter fixtures not found at {SHARED_FIXTURES} "
+    "(they sit beside the repository in the development checkout, not in a user's clone)"
+)
+
+
+def shared_fixtures() -> Path:
+    """The shared fixtures folder, or skip the calling test with a clear reason."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(SKIP_REASON)
+    return SHARED_FIXTURES
+
+
+def catalog_files() -> list[Path]:
+    """Every real catalog file (empty list when the fixtures are absent)."""
+    folder = SHARED_FIXTURES / "catalogs"
+    return sorted(p for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return shared_fixtures()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's key, data or docs: everything points at tmp_path."""
+    for name in ("OPENROUTER_API_KEY", "DISCOVERY_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DISCOVERY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DISCOVERY_DOCS_DIR", str(tmp_path / "docs"))
+    monkeypatch.delenv("DISCOVERY_DB_PATH", raising=False)
+    monkeypatch.delenv("DISCOVERY_SOURCE", raising=False)
