@@ -1,0 +1,108 @@
+"""Storage: Parquet files per run on disk, loaded into one DuckDB file.
+
+This module is the public import point; the code lives in :mod:`freemodels.store`:
+
+- :mod:`freemodels.store.files` — the run folder ``<runs_dir>/<run_id>/`` (``run.json``, Parquet files,
+  append-only probe checkpoints), every file written atomically; finding the run to resume.
+- :mod:`freemodels.store.db` — opening the DuckDB file (waiting for another process's lock),
+  numbered migrations recorded in ``schema_version``, and :func:`store_run`, which replaces one run's
+  rows in every table in one transaction, reading the Parquet files inside DuckDB.
+- :mod:`freemodels.store.queries` — read queries for the reports and the CLI, as polars frames.
+
+A typical run::
+
+    run_id = new_run_id(datetime.now(UTC))
+    folder = run_dir(settings.runs_dir, run_id)
+    write_run_info(folder, info)                    # status "running"
+    write_table(folder / "catalog.parquet", catalog)
+    append_probe_checkpoint(folder, results)        # while probing, as often as wanted
+    write_table(folder / "probes.parquet", read_probe_checkpoints(folder))
+    ...                                             # model_results, rotation, changes
+    write_run_info(folder, replace(info, status="completed"))
+    with connect(settings.database) as con:
+        store_run(con, folder)
+"""
+
+from __future__ import annotations
+
+from freemodels.store.db import (
+    DB_SCHEMAS,
+    SCHEMA_VERSION,
+    LockHolder,
+    applied_versions,
+    connect,
+    migrate,
+    migrations,
+    parse_lock_conflict,
+    runs_row,
+    store_run,
+)
+from freemodels.store.files import (
+    CHECKPOINT_DIR,
+    RUN_INFO_FILE,
+    STORED_MARKER,
+    TABLE_FILES,
+    ProbeKey,
+    append_probe_checkpoint,
+    completed_probe_keys,
+    is_stored,
+    is_unfinished,
+    latest_unfinished_run,
+    mark_stored,
+    max_attempts_by_probe,
+    new_run_id,
+    read_probe_checkpoints,
+    read_run_info,
+    read_table,
+    run_dir,
+    write_run_info,
+    write_table,
+)
+from freemodels.store.queries import (
+    HISTORY_SCHEMA,
+    history,
+    latest_run_id,
+    list_runs,
+    load_table,
+    previous_run_id,
+    query,
+)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "DB_SCHEMAS",
+    "HISTORY_SCHEMA",
+    "RUN_INFO_FILE",
+    "SCHEMA_VERSION",
+    "STORED_MARKER",
+    "TABLE_FILES",
+    "LockHolder",
+    "ProbeKey",
+    "append_probe_checkpoint",
+    "applied_versions",
+    "completed_probe_keys",
+    "connect",
+    "history",
+    "is_stored",
+    "is_unfinished",
+    "latest_run_id",
+    "latest_unfinished_run",
+    "list_runs",
+    "load_table",
+    "mark_stored",
+    "max_attempts_by_probe",
+    "migrate",
+    "migrations",
+    "new_run_id",
+    "parse_lock_conflict",
+    "previous_run_id",
+    "query",
+    "read_probe_checkpoints",
+    "read_run_info",
+    "read_table",
+    "run_dir",
+    "runs_row",
+    "store_run",
+    "write_run_info",
+    "write_table",
+]

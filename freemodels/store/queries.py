@@ -1,0 +1,165 @@
+"""Read queries for the reports and the CLI. Every function returns polars DataFrames.
+
+DuckDB hands results to polars through Arrow (``con.sql(sql, params=...).pl()``; in DuckDB 2 the
+connection returned by ``execute()`` has no ``.pl()``, and a partly read ``execute()`` result, e.g.
+after ``fetchone()``, blocks every later ``con.sql()``, so this package always reads results in
+full). Frames come back with the column types of :data:`freemodels.store.db.DB_SCHEMAS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from freemodels.errors import StorageError
+from freemodels.records import Verdict
+from freemodels.store.db import DB_SCHEMAS
+
+# Stable row order per table, so reports render the same way every time.
+_ORDER_BY: dict[str, str] = {
+    "runs": "started_at, run_id",
+    "catalog": "model_id",
+    "probes": "model_id, task, sample, attempt",
+    "model_results": "model_id",
+    "rotation": "purpose, rank, model_id",
+    "changes": "change, model_id",
+}
+
+# One row per run, oldest first: the trend over time.
+HISTORY_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "started_at": pl.Datetime("us", "UTC"),
+    "source": pl.String(),
+    "status": pl.String(),
+    "catalog_size": pl.Int64(),  # models the catalog listed
+    "free": pl.Int64(),  # of which free
+    "tested": pl.Int64(),  # models with a verdict other than untested_quota / not_listed
+    "working": pl.Int64(),  # verdict "working"
+    "degraded": pl.Int64(),
+    "failing": pl.Int64(),
+    "median_p50_total_ms": pl.Float64(),  # median over working models of their P50 total time
+}
+
+_UNTESTED = (Verdict.UNTESTED_QUOTA.value, Verdict.NOT_LISTED.value)
+
+_HISTORY_SQL = f"""
+WITH cat AS (
+    SELECT run_id, count(*) AS catalog_size, count(*) FILTER (WHERE is_free) AS free
+    FROM catalog GROUP BY run_id
+), res AS (
+    SELECT
+        run_id,
+        count(*) FILTER (WHERE verdict NOT IN ('{_UNTESTED[0]}', '{_UNTESTED[1]}')) AS tested,
+        count(*) FILTER (WHERE verdict = '{Verdict.WORKING.value}') AS working,
+        count(*) FILTER (WHERE verdict = '{Verdict.DEGRADED.value}') AS degraded,
+        count(*) FILTER (WHERE verdict = '{Verdict.FAILING.value}') AS failing,
+        median(p50_total_ms) FILTER (WHERE verdict = '{Verdict.WORKING.value}')
+            AS median_p50_total_ms
+    FROM model_results GROUP BY run_id
+)
+SELECT
+    r.run_id, r.started_at, r.source, r.status,
+    coalesce(cat.catalog_size, 0) AS catalog_size,
+    coalesce(cat.free, 0) AS free,
+    coalesce(res.tested, 0) AS tested,
+    coalesce(res.working, 0) AS working,
+    coalesce(res.degraded, 0) AS degraded,
+    coalesce(res.failing, 0) AS failing,
+    CAST(res.median_p50_total_ms AS DOUBLE) AS median_p50_total_ms
+FROM runs AS r
+LEFT JOIN cat ON cat.run_id = r.run_id
+LEFT JOIN res ON res.run_id = r.run_id
+WHERE CAST(? AS VARCHAR) IS NULL OR r.source = CAST(? AS VARCHAR)
+ORDER BY r.started_at, r.run_id
+"""
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
+    """Run one SQL query and return the result as a polars DataFrame."""
+    try:
+        return con.sql(sql, params=list(params) if params is not None else None).pl()
+    except duckdb.Error as exc:
+        raise StorageError(f"database query failed: {exc}") from exc
+
+
+def _schema_of(table: str) -> dict[str, pl.DataType]:
+    try:
+        return DB_SCHEMAS[table]
+    except KeyError:
+        raise StorageError(f"unknown table {table!r}; the tables are {', '.join(DB_SCHEMAS)}") from None
+
+
+def _select(table: str, where: str = "") -> str:
+    columns = ", ".join(f'"{c}"' for c in _schema_of(table))
+    return f"SELECT {columns} FROM {table} {where} ORDER BY {_ORDER_BY[table]}"
+
+
+def list_runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every stored run (the ``runs`` table), oldest first."""
+    return query(con, _select("runs")).cast(DB_SCHEMAS["runs"])
+
+
+def load_table(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pl.DataFrame:
+    """The rows of one run in one table, in a stable order, with the table's columns and types.
+
+    The ``catalog`` frame carries the ``run_id`` column in front of the CATALOG_SCHEMA columns.
+    """
+    schema = _schema_of(table)
+    return query(con, _select(table, "WHERE run_id = ?"), [run_id]).cast(schema)
+
+
+def latest_run_id(
+    con: duckdb.DuckDBPyConnection, *, source: str | None = None, completed_only: bool = True
+) -> str | None:
+    """The newest run (by start time), optionally of one source; only completed ones by default."""
+    frame = query(
+        con,
+        "SELECT run_id FROM runs "
+        "WHERE (CAST(? AS VARCHAR) IS NULL OR source = CAST(? AS VARCHAR)) "
+        "AND (NOT CAST(? AS BOOLEAN) OR status = 'completed') "
+        "ORDER BY started_at DESC, run_id DESC LIMIT 1",
+        [source, source, completed_only],
+    )
+    return frame.item(0, 0) if frame.height else None
+
+
+def previous_run_id(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    source: str | None = None,
+    started_at: datetime | None = None,
+    completed_only: bool = True,
+) -> str | None:
+    """The run before ``run_id`` from the same source (completed ones by default), or None.
+
+    When ``run_id`` is stored, its own row gives the source and the start time. A run that is not
+    stored yet (changes are computed before storing) uses ``source`` and ``started_at``; without a
+    start time every other stored run counts as earlier. An explicit ``source`` always wins.
+    """
+    rows = con.execute("SELECT source, started_at FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if rows:
+        row = rows[0]
+        source = source if source is not None else row[0]
+        started_at = started_at if started_at is not None else row[1]
+    frame = query(
+        con,
+        "SELECT run_id FROM runs "
+        "WHERE run_id <> ? "
+        "AND (CAST(? AS VARCHAR) IS NULL OR source = CAST(? AS VARCHAR)) "
+        "AND (NOT CAST(? AS BOOLEAN) OR status = 'completed') "
+        "AND (CAST(? AS TIMESTAMPTZ) IS NULL OR started_at < CAST(? AS TIMESTAMPTZ) "
+        "     OR (started_at = CAST(? AS TIMESTAMPTZ) AND run_id < ?)) "
+        "ORDER BY started_at DESC, run_id DESC LIMIT 1",
+        [run_id, source, source, completed_only, started_at, started_at, started_at, run_id],
+    )
+    return frame.item(0, 0) if frame.height else None
+
+
+def history(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.DataFrame:
+    """Per run, oldest first: start time, catalog size, free, tested, working, degraded, failing
+    counts and the median P50 total time of the working models (HISTORY_SCHEMA). One SQL query."""
+    return query(con, _HISTORY_SQL, [source, source]).cast(HISTORY_SCHEMA)

@@ -1,0 +1,98 @@
+"""Per-model verdicts, percentiles and root causes from the probe attempts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+
+from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.records import MODEL_RESULTS_SCHEMA, ProbeResult, probes_frame
+from tasks.analyze_failures import CandidateOutcome, analyze, final_attempts
+
+T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+
+
+def probe(model: str, task: str, *, attempt: int = 1, failure: Failure | None = None, total: float | None = 1000.0,
+          ttft: float | None = 200.0, status: int | None = 200, message: str | None = None, sample: int = 0,
+          reasoning_tokens: int | None = None) -> ProbeResult:
+    passed = failure is None
+    return ProbeResult(
+        run_id="r1", model_id=model, family=model.split("-")[0], task=task, sample=sample, attempt=attempt,
+        started_at=T0, http_status=status, failure=failure, passed=passed, message=message,
+        ttft_any_ms=ttft, ttft_content_ms=ttft, total_ms=total, reasoning_tokens=reasoning_tokens,
+    )
+
+
+def free_frame(ids: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"model_id": ids, "family": [i.split("-")[0] for i in ids], "supports_reasoning": [False] * len(ids)}
+    )
+
+
+def test_verdicts_and_percentiles() -> None:
+    rows = [
+        probe("a-ok", "arithmetic", total=1000), probe("a-ok", "json_object", total=2000),
+        probe("a-ok", "reverse_words", total=3000, ttft=400),
+        probe("b-half", "arithmetic"), probe("b-half", "json_object", failure=Failure.WRONG_ANSWER),
+        probe("b-half", "reverse_words", failure=Failure.WRONG_ANSWER),
+        probe("c-dead", "arithmetic", failure=Failure.NO_ENDPOINTS, status=404, total=None, ttft=None,
+              message="No endpoints found for c-dead."),
+    ]
+    out = analyze(probes_frame(rows), free_frame(["a-ok", "b-half", "c-dead", "d-left"]), run_id="r1",
+                  untested=["d-left"])
+    assert out.schema == pl.Schema(MODEL_RESULTS_SCHEMA)
+    by = {r["model_id"]: r for r in out.iter_rows(named=True)}
+    assert by["a-ok"]["verdict"] == "working"
+    assert by["a-ok"]["n"] == 3 and by["a-ok"]["n_passed"] == 3 and by["a-ok"]["success_rate"] == 1.0
+    assert by["a-ok"]["p50_total_ms"] == 2000.0
+    assert abs(by["a-ok"]["p90_total_ms"] - 2800.0) < 1e-9
+    assert by["a-ok"]["tasks_passed"] == "arithmetic,json_object,reverse_words"
+    assert by["b-half"]["verdict"] == "degraded"
+    assert by["b-half"]["root_cause"] == "wrong_answer"
+    assert by["b-half"]["n_ok"] == 3  # wrong answers still measure speed
+    assert by["c-dead"]["verdict"] == "failing"
+    assert by["c-dead"]["root_cause"] == "no_endpoints"
+    assert by["c-dead"]["remedy"] == FAILURE_INFO[Failure.NO_ENDPOINTS].remedy
+    assert "404" in by["c-dead"]["evidence"] and "No endpoints found" in by["c-dead"]["evidence"]
+    assert by["c-dead"]["p50_total_ms"] is None
+    assert by["d-left"]["verdict"] == "untested_quota" and by["d-left"]["n"] == 0
+
+
+def test_only_the_final_attempt_counts() -> None:
+    rows = [
+        probe("a-x", "arithmetic", attempt=1, failure=Failure.RATE_LIMIT_UPSTREAM, status=429, total=None),
+        probe("a-x", "arithmetic", attempt=2, total=900),
+    ]
+    frame = probes_frame(rows)
+    assert final_attempts(frame).height == 1
+    out = analyze(frame, free_frame(["a-x"]), run_id="r1")
+    assert out.row(0, named=True)["verdict"] == "working"
+    assert out.row(0, named=True)["root_cause"] is None
+
+
+def test_root_cause_is_the_most_frequent_class() -> None:
+    rows = [
+        probe("m-1", "arithmetic", failure=Failure.TIMEOUT, total=None),
+        probe("m-1", "json_object", failure=Failure.PROVIDER_ERROR, status=502, total=None),
+        probe("m-1", "reverse_words", failure=Failure.PROVIDER_ERROR, status=502, total=None),
+    ]
+    out = analyze(probes_frame(rows), free_frame(["m-1"]), run_id="r1")
+    assert out.row(0, named=True)["root_cause"] == "provider_error"
+
+
+def test_candidates_not_listed() -> None:
+    out = analyze(
+        probes_frame([]), free_frame([]), run_id="r1",
+        candidates=[CandidateOutcome("llama-3.3-8b", Failure.WRONG_MODEL_ID, ("meta-llama/llama-3.3-8b-instruct:free",))],
+    )
+    row = out.row(0, named=True)
+    assert row["verdict"] == "not_listed"
+    assert row["root_cause"] == "wrong_model_id"
+    assert row["suggestion"] == "meta-llama/llama-3.3-8b-instruct:free"
+
+
+def test_reasoning_flag_from_usage() -> None:
+    rows = [probe("r-1", "arithmetic", reasoning_tokens=120)]
+    out = analyze(probes_frame(rows), free_frame(["r-1"]), run_id="r1")
+    assert out.row(0, named=True)["is_reasoning"] is True

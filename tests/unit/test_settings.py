@@ -1,0 +1,68 @@
+"""Settings: sources, bounds, the secret key."""
+
+from __future__ import annotations
+
+import pytest
+
+from freemodels.errors import ConfigError
+from freemodels.settings import SourceKind, load_settings, read_env_secret
+
+
+def test_default_is_sandbox_without_key() -> None:
+    settings = load_settings()
+    assert settings.source_kind() is SourceKind.SANDBOX
+    assert settings.resolved_api_key() is None
+
+
+def test_key_switches_auto_to_openrouter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test-secret")
+    settings = load_settings()
+    assert settings.source_kind() is SourceKind.OPENROUTER
+    assert settings.resolved_api_key() == "sk-or-v1-test-secret"
+    assert "sk-or-v1-test-secret" not in repr(settings)
+    assert "sk-or-v1-test-secret" not in str(settings.model_dump())
+
+
+def test_explicit_sandbox_wins_over_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test-secret")
+    assert load_settings(source="sandbox").source_kind() is SourceKind.SANDBOX
+
+
+def test_base_url_source() -> None:
+    settings = load_settings(source="http://127.0.0.1:8080/v1/")
+    assert settings.source_kind() is SourceKind.BASE_URL
+    assert settings.source == "http://127.0.0.1:8080/v1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"source": "ftp://x"}, "source"),
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"probe_deadline_s": -1}, "probe_deadline_s"),
+        ({"max_tokens": 1}, "max_tokens"),
+    ],
+)
+def test_invalid_values_give_one_clear_error(overrides: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(**overrides)
+
+
+def test_invalid_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCOVERY_MAX_CONCURRENCY", "lots")
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        load_settings()
+
+
+def test_database_defaults_under_data_dir(tmp_path) -> None:
+    settings = load_settings(data_dir=str(tmp_path))
+    assert settings.database == tmp_path / "discovery.duckdb"
+    assert settings.runs_dir == tmp_path / "runs"
+
+
+def test_read_env_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_LOCAL_KEY", " abc ")
+    assert read_env_secret("MY_LOCAL_KEY") == "abc"
+    assert read_env_secret("MY_MISSING_KEY") is None
+    with pytest.raises(ConfigError):
+        read_env_secret("not a name")
