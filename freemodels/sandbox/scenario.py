@@ -1,0 +1,412 @@
+"""Scenario files: stage exact situations in the sandbox.
+
+A scenario is a TOML file (or JSON with the same structure). Every key is optional; an unknown key, a value
+of the wrong type or out of range raises :class:`ScenarioError` naming the key. Without a scenario the
+sandbox runs its default profiles (see :mod:`freemodels.sandbox.profiles`).
+
+Format::
+
+    seed = 123                  # seeds the behaviour profiles (default: the seed the sandbox is started
+                                # with, i.e. settings.sandbox_seed)
+
+    [limits]                    # the account, as OpenRouter's platform limits see it
+    requests_per_minute = 600   # sliding 60 s window over chat requests to free models, account-wide;
+                                # beyond it: 429 "Rate limit exceeded: free-models-per-min."  (>= 1)
+    requests_per_day = 1000     # daily free quota (UTC day); beyond it: 429 free-models-per-day;
+                                # reported by /api/v1/key as free_model_daily_requests  (>= 0)
+    requests_used_today = 0     # requests already spent today when the sandbox starts
+    api_key = "sk-or-v1-..."    # if set, only this bearer key is accepted (401 "User not found." for
+                                # others); if unset any non-empty bearer key is accepted; a request
+                                # without a key always gets 401 "Missing Authentication header"
+    retry_after_s = 2           # adds Retry-After to the account-level 429s (default: none, like
+                                # OpenRouter's free tier, which gives only X-RateLimit-Reset)
+    count_rejected = false      # true: requests refused with an account 429 still count toward the
+                                # minute window and the daily quota (the unconfirmed third-party claim)
+
+    [catalog]                   # changes to the shipped catalog (for "what changed" runs)
+    remove = ["vendor/model:free"]        # drop listed models (requests then answer 400 invalid id)
+    add_free = ["vendor/new-model:free"]  # add a free model (profile from the seed)
+    paid = ["vendor/model:free"]          # the free variant ended: the ':free' entry leaves the
+                                          # catalog, the paid slug is listed with prices, and requests
+                                          # to the ':free' id answer 404 free_variant_ended
+
+    [defaults]                  # applied to every free model before its own [models."id"] table;
+                                # takes the same keys as a model table
+
+    [models."meta-llama/llama-3.3-70b-instruct:free"]   # any listed model, or a catalog.paid id
+    behavior = "ok"             # ok | wrong_answer | empty | reasoning_exhausted | no_endpoints |
+                                # free_variant_ended | privacy | capability | upstream_429 |
+                                # capacity_429 | provider_502 | provider_503 | timeout_408 |
+                                # credits_402 | moderation_403 | mid_stream_error | stall
+    ttft_ms = 300               # request -> first content token (after reasoning, if any); error
+                                # behaviours answer at this time (timeout_408 at total_ms)
+    reasoning_ms = 0            # reasoning deltas stream for this long before content
+                                # (TTFT-any = ttft_ms - reasoning_ms); must be <= ttft_ms
+    total_ms = 1200             # request -> last content token; must be >= ttft_ms
+    keepalive_ms = 0            # ': OPENROUTER PROCESSING' comment at N, 2N, ... ms until the first
+                                # data chunk (streams); "\n" at the same steps (non-streaming). The
+                                # first keep-alive commits status 200: a later error arrives in-band
+    retry_after_s = 2           # adds Retry-After (and availability.retry_after) to this model's 429/503
+    fail_first = 0              # behave as `behavior`/`fault` for the first N requests, then "ok"
+    replay = "file.sse"         # answer with a recorded response: the body file verbatim, status and
+                                # headers from the sibling <name>.meta.json if present (relative paths
+                                # are resolved against the scenario file's folder)
+    fault = "none"              # none | connection_reset | never_answer | stall_after_tokens |
+                                # truncated_json | huge_body | invalid_utf8 | storm_5xx | storm_429
+    fault_after_tokens = 3      # content tokens sent before connection_reset (default 0: reset before
+                                # any response byte) or stall_after_tokens (default 3) strikes
+    huge_body_bytes = 8000000   # size of the huge_body answer (default 8 MB)
+    answer = "42"               # fixed reply text instead of the computed answer
+    reasoning_tokens = 120      # reasoning tokens the model spends (reasoning_ms > 0)
+    cost = 0.0                  # usage.cost reported (a non-zero cost on a free model is a billing bug)
+    usage_chunk = "empty_choices"   # final usage chunk (all three occur in recorded streams):
+                                    # "empty_choices" (choices: []), "with_choice" (one choice, empty
+                                    # delta, finish_reason null), "with_finish" (one choice repeating
+                                    # the finish_reason, plus service_tier: null)
+    provider = "Chutes"         # provider name in responses
+
+Precedence per model: seed profile, then ``[defaults]`` (free models only), then ``[models."id"]``. After
+merging, ``total_ms`` is raised to ``ttft_ms`` and ``reasoning_ms`` is capped at ``ttft_ms`` when values
+from different layers disagree; within one table such contradictions are errors. ``replay`` wins over
+``fault``, which wins over ``behavior``; ``fail_first`` applies to all three.
+
+What the behaviours answer (stream or not; errors are the JSON envelope with that status):
+
+- ``ok`` the right answer to suite prompts (filler text otherwise); ``wrong_answer`` a plausible wrong
+  one; ``empty`` content ``""`` with ``finish_reason: "stop"``; ``reasoning_exhausted`` reasoning until
+  ``max_tokens`` is spent, then ``finish_reason: "length"`` with empty content; ``mid_stream_error`` half
+  the answer, then a chunk with ``error`` (502) and ``finish_reason: "error"`` under status 200 (JSON: a
+  ``choices[].error`` next to the partial content); ``stall`` starts the stream (role delta at ``ttft_ms``)
+  and never sends a token, only keep-alives if ``keepalive_ms`` is set.
+- ``no_endpoints``/``free_variant_ended``/``privacy``/``capability`` 404 with ``error.availability``
+  (``no_endpoints``, ``free_variant_ended`` + ``fallback_models``, ``privacy_restricted``,
+  ``constraint_filtered``); ``upstream_429`` 429 "Provider returned error" with ``metadata.raw``;
+  ``capacity_429`` 429 ``capacity_exhausted``; ``provider_502`` 502; ``provider_503`` 503
+  ``temporarily_unavailable``; ``timeout_408`` 408 at ``total_ms``; ``credits_402`` 402;
+  ``moderation_403`` 403 with ``metadata.reasons``.
+
+What the faults do: ``connection_reset`` TCP RST (before any byte, or after ``fault_after_tokens`` content
+deltas of a stream); ``never_answer`` accepts the request and sends nothing, ever; ``stall_after_tokens``
+sends ``fault_after_tokens`` deltas (JSON: half the body) and then nothing; ``truncated_json`` cuts the JSON
+body (or one SSE chunk) in half; ``huge_body`` streams ``huge_body_bytes`` of content; ``invalid_utf8``
+puts bytes ``FF FE FD`` into the content; ``storm_5xx`` answers 500, 502, 503, 504 in turn and
+``storm_429`` an upstream 429, both with no Retry-After or reset hint at all. Connections held open end
+when the client leaves or the server stops (then with a reset).
+
+A replayed recording keeps its bytes: SSE comments are spread over ``[0, ttft_ms)``, data events over
+``[ttft_ms, total_ms]``; a JSON body is sent at ``total_ms`` (``ttft_ms`` if its status is an error).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from freemodels.errors import ScenarioError
+
+__all__ = [
+    "Behavior",
+    "CatalogChanges",
+    "Fault",
+    "Limits",
+    "ModelSpec",
+    "Scenario",
+    "ScenarioError",
+    "UsageChunk",
+    "load_scenario",
+]
+
+
+class Behavior(StrEnum):
+    """How a model answers (before faults)."""
+
+    OK = "ok"
+    WRONG_ANSWER = "wrong_answer"
+    EMPTY = "empty"
+    REASONING_EXHAUSTED = "reasoning_exhausted"
+    NO_ENDPOINTS = "no_endpoints"
+    FREE_VARIANT_ENDED = "free_variant_ended"
+    PRIVACY = "privacy"
+    CAPABILITY = "capability"
+    UPSTREAM_429 = "upstream_429"
+    CAPACITY_429 = "capacity_429"
+    PROVIDER_502 = "provider_502"
+    PROVIDER_503 = "provider_503"
+    TIMEOUT_408 = "timeout_408"
+    CREDITS_402 = "credits_402"
+    MODERATION_403 = "moderation_403"
+    MID_STREAM_ERROR = "mid_stream_error"
+    STALL = "stall"
+
+
+class Fault(StrEnum):
+    """Transport-level misbehaviour; takes precedence over the behaviour while it applies."""
+
+    NONE = "none"
+    CONNECTION_RESET = "connection_reset"
+    NEVER_ANSWER = "never_answer"
+    STALL_AFTER_TOKENS = "stall_after_tokens"
+    TRUNCATED_JSON = "truncated_json"
+    HUGE_BODY = "huge_body"
+    INVALID_UTF8 = "invalid_utf8"
+    STORM_5XX = "storm_5xx"
+    STORM_429 = "storm_429"
+
+
+class UsageChunk(StrEnum):
+    """Shape of the final usage chunk of a stream (both occur in real traffic)."""
+
+    EMPTY_CHOICES = "empty_choices"
+    WITH_CHOICE = "with_choice"
+    WITH_FINISH = "with_finish"
+
+
+DEFAULT_REQUESTS_PER_MINUTE = 600
+DEFAULT_REQUESTS_PER_DAY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Account limits; generous defaults keep a default run quick (OpenRouter: 20/min, 50 or 1000/day)."""
+
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
+    requests_per_day: int = DEFAULT_REQUESTS_PER_DAY
+    requests_used_today: int = 0
+    api_key: str | None = field(default=None, repr=False)
+    retry_after_s: float | None = None
+    count_rejected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogChanges:
+    """Edits to the shipped catalog."""
+
+    remove: tuple[str, ...] = ()
+    add_free: tuple[str, ...] = ()
+    paid: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model table (or ``[defaults]``); None means "not set here"."""
+
+    behavior: Behavior | None = None
+    ttft_ms: int | None = None
+    reasoning_ms: int | None = None
+    total_ms: int | None = None
+    keepalive_ms: int | None = None
+    retry_after_s: float | None = None
+    fail_first: int | None = None
+    replay: Path | None = None
+    fault: Fault | None = None
+    fault_after_tokens: int | None = None
+    huge_body_bytes: int | None = None
+    answer: str | None = None
+    reasoning_tokens: int | None = None
+    cost: float | None = None
+    usage_chunk: UsageChunk | None = None
+    provider: str | None = None
+
+    def set_values(self) -> dict[str, Any]:
+        """The keys this table sets, with their values."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A parsed, validated scenario. Build with :meth:`from_mapping` or :func:`load_scenario`."""
+
+    seed: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    catalog: CatalogChanges = field(default_factory=CatalogChanges)
+    defaults: ModelSpec = field(default_factory=ModelSpec)
+    models: Mapping[str, ModelSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Scenario:
+        """Validate a decoded scenario (TOML or JSON structure); relative replay paths use ``base_dir``."""
+        return _parse(data, base_dir if base_dir is not None else Path.cwd())
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file (``.json`` is JSON, anything else TOML) and validate it."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {source}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"scenario file {source} is not UTF-8 text") from None
+    try:
+        data = json.loads(text) if source.suffix.lower() == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"scenario file {source} is not valid JSON: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario file {source} is not valid TOML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"scenario file {source} must hold a table/object at the top level")
+    try:
+        return _parse(data, source.resolve().parent)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+_E = TypeVar("_E", bound=StrEnum)
+
+_ROOT_KEYS = {"seed", "limits", "catalog", "defaults", "models"}
+
+
+def _parse(data: Mapping[str, Any], base_dir: Path) -> Scenario:
+    _no_unknown(data, _ROOT_KEYS, "")
+    seed = _int(data, "seed", "seed", minimum=0)
+    limits = _parse_limits(_table(data, "limits", "limits"))
+    catalog = _parse_catalog(_table(data, "catalog", "catalog"))
+    defaults = _parse_model(_table(data, "defaults", "defaults"), "defaults", base_dir)
+    models_table = _table(data, "models", "models")
+    models: dict[str, ModelSpec] = {}
+    for model_id, table in models_table.items():
+        where = f'models."{model_id}"'
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise ScenarioError("models: model ids must be non-empty strings")
+        if not isinstance(table, Mapping):
+            raise ScenarioError(f"{where} must be a table")
+        models[model_id] = _parse_model(table, where, base_dir)
+    return Scenario(seed=seed, limits=limits, catalog=catalog, defaults=defaults, models=models)
+
+
+def _parse_limits(table: Mapping[str, Any]) -> Limits:
+    allowed = {f.name for f in fields(Limits)}
+    _no_unknown(table, allowed, "limits")
+    base = Limits()
+    api_key = table.get("api_key")
+    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+        raise ScenarioError("limits.api_key must be a non-empty string")
+    count_rejected = table.get("count_rejected", base.count_rejected)
+    if not isinstance(count_rejected, bool):
+        raise ScenarioError("limits.count_rejected must be true or false")
+    rpm = _int(table, "requests_per_minute", "limits.requests_per_minute", minimum=1)
+    rpd = _int(table, "requests_per_day", "limits.requests_per_day", minimum=0)
+    used = _int(table, "requests_used_today", "limits.requests_used_today", minimum=0)
+    return Limits(
+        requests_per_minute=base.requests_per_minute if rpm is None else rpm,
+        requests_per_day=base.requests_per_day if rpd is None else rpd,
+        requests_used_today=base.requests_used_today if used is None else used,
+        api_key=api_key.strip() if isinstance(api_key, str) else None,
+        retry_after_s=_number(table, "retry_after_s", "limits.retry_after_s"),
+        count_rejected=count_rejected,
+    )
+
+
+def _parse_catalog(table: Mapping[str, Any]) -> CatalogChanges:
+    _no_unknown(table, {"remove", "add_free", "paid"}, "catalog")
+    lists = {name: _str_list(table, name, f"catalog.{name}") for name in ("remove", "add_free", "paid")}
+    for model_id in lists["paid"]:
+        if not model_id.endswith(":free"):
+            raise ScenarioError(f"catalog.paid: {model_id!r} is not a ':free' id")
+    return CatalogChanges(**lists)
+
+
+_MODEL_KEYS = {f.name for f in fields(ModelSpec)}
+
+
+def _parse_model(table: Mapping[str, Any], where: str, base_dir: Path) -> ModelSpec:
+    _no_unknown(table, _MODEL_KEYS, where)
+    values: dict[str, Any] = {}
+    for name in ("ttft_ms", "reasoning_ms", "total_ms", "keepalive_ms", "fail_first"):
+        values[name] = _int(table, name, f"{where}.{name}", minimum=0)
+    values["fault_after_tokens"] = _int(table, "fault_after_tokens", f"{where}.fault_after_tokens", minimum=0)
+    values["huge_body_bytes"] = _int(table, "huge_body_bytes", f"{where}.huge_body_bytes", minimum=1)
+    values["reasoning_tokens"] = _int(table, "reasoning_tokens", f"{where}.reasoning_tokens", minimum=0)
+    values["retry_after_s"] = _number(table, "retry_after_s", f"{where}.retry_after_s")
+    values["cost"] = _number(table, "cost", f"{where}.cost")
+    values["behavior"] = _enum(table, "behavior", f"{where}.behavior", Behavior)
+    values["fault"] = _enum(table, "fault", f"{where}.fault", Fault)
+    values["usage_chunk"] = _enum(table, "usage_chunk", f"{where}.usage_chunk", UsageChunk)
+    for name in ("answer", "provider"):
+        value = table.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ScenarioError(f"{where}.{name} must be a string")
+        values[name] = value
+    replay = table.get("replay")
+    if replay is not None:
+        if not isinstance(replay, str) or not replay.strip():
+            raise ScenarioError(f"{where}.replay must be a file path")
+        path = Path(replay).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise ScenarioError(f"{where}.replay: file not found: {path}")
+        values["replay"] = path
+    spec = ModelSpec(**values)
+    if spec.ttft_ms is not None and spec.total_ms is not None and spec.total_ms < spec.ttft_ms:
+        raise ScenarioError(
+            f"{where}: total_ms ({spec.total_ms}) must not be less than ttft_ms ({spec.ttft_ms})"
+        )
+    if spec.ttft_ms is not None and spec.reasoning_ms is not None and spec.reasoning_ms > spec.ttft_ms:
+        raise ScenarioError(
+            f"{where}: reasoning_ms ({spec.reasoning_ms}) must not exceed ttft_ms ({spec.ttft_ms})"
+        )
+    return spec
+
+
+def _no_unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else str(key)
+            known = ", ".join(sorted(allowed))
+            raise ScenarioError(f"unknown key {name!r} (known keys here: {known})")
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"{where} must be a table")
+    return value
+
+
+def _int(table: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ScenarioError(f"{where} must be a whole number, not {value!r}")
+    if value < minimum:
+        raise ScenarioError(f"{where} must be at least {minimum}, not {value}")
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"{where} must be a number, not {value!r}")
+    if value < 0:
+        raise ScenarioError(f"{where} must not be negative, not {value}")
+    return float(value)
+
+
+def _enum(table: Mapping[str, Any], key: str, where: str, kind: type[_E]) -> _E | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        choices = " | ".join(member.value for member in kind)
+        raise ScenarioError(f"{where}: {value!r} is not one of {choices}") from None
+
+
+def _str_list(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ScenarioError(f"{where} must be a list of model ids")
+    return tuple(v.strip() for v in value)
