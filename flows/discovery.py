@@ -27,6 +27,7 @@ from flows.sources import ResolvedSource, open_source
 from freemodels import storage
 from freemodels.candidates import classify_candidate, read_candidates
 from freemodels.checkpoint import CheckpointWriter
+from freemodels.errors import ConfigError, RunNotFoundError
 from freemodels.records import RunInfo
 from freemodels.settings import Settings, load_settings
 from freemodels.suite import SUITE_VERSION, TASKS, build_suite
@@ -87,9 +88,16 @@ def suite_seed(run_id: str) -> int:
 
 
 def _flow_run_name() -> str:
+    """``<date>-<source>``: the UTC date and the source the run resolves to."""
     params = flow_run.parameters or {}
-    source = (params.get("base_url") and "base-url") or params.get("source") or "auto"
-    return f"{datetime.now(UTC):%Y-%m-%d}-{source}"
+    if params.get("base_url"):
+        source = "base-url"
+    else:
+        try:
+            source = load_settings(source=params.get("source") or "auto").source_kind().value
+        except ConfigError:
+            source = str(params.get("source") or "auto")
+    return f"{datetime.now(UTC):%Y-%m-%d}-{source.replace('_', '-')}"
 
 
 @flow(
@@ -121,8 +129,6 @@ async def discovery(
     """Run one discovery. Parameters override settings; the API key never is a parameter."""
     logger = get_run_logger()
     if suite != "standard":
-        from freemodels.errors import ConfigError
-
         raise ConfigError(f"unknown suite {suite!r}; the only suite is 'standard'")
     settings = load_settings(
         source=base_url or source,
@@ -141,8 +147,6 @@ async def discovery(
     if resume:
         run_id = storage.latest_unfinished_run(runs_dir)
         if run_id is None:
-            from freemodels.errors import RunNotFoundError
-
             raise RunNotFoundError(f"no unfinished run to resume in {runs_dir}")
         previous_info = storage.read_run_info(storage.run_dir(runs_dir, run_id))
         logger.info("Resuming run %s", run_id)
@@ -283,7 +287,8 @@ async def _run(
         quota_after=quota_after.daily_remaining if quota_after else None,
     )
     store_task(settings.database, folder, info, all_probes, results, rotation, catalog)
-    documents = render_task(settings.database, settings.docs_dir, run_id)
+    rendered = render_task(settings.database, settings.docs_dir, run_id)
+    documents = rendered.paths
     if commit_docs:
         from flows.docs_commit import commit_docs as do_commit
 

@@ -1,0 +1,162 @@
+"""The rotation in forms that clients can use directly.
+
+- :func:`rotation_json` (``docs/rotation.json``): per purpose, the two fields of an OpenRouter chat
+  completion request that pick the model with fallbacks: ``model`` (the primary) and ``models`` (the
+  ordered list OpenRouter tries when a model errors; "Model Fallbacks",
+  https://openrouter.ai/docs/guides/routing/model-fallbacks). A client merges
+  ``rotation["purposes"]["general"]`` into its request body. Free models only, so a fallback never bills.
+- :func:`litellm_router_yaml` (``docs/litellm-router.yaml``): a LiteLLM router configuration (the
+  ``config.yaml`` shape LiteLLM documents for its proxy and that ``litellm.Router(**config["router_settings"],
+  model_list=config["model_list"])`` takes): one ``model_list`` entry per purpose (its ``model_name`` is
+  the purpose, served by the primary) and one per model id in any chain (its ``model_name`` is the id),
+  plus ``router_settings.fallbacks`` mapping each purpose to its fallbacks in order. The API key is
+  referenced as ``os.environ/OPENROUTER_API_KEY``, never written.
+
+Both are pure functions of the rotation frame (:data:`~freemodels.records.ROTATION_SCHEMA`) and the run's
+metadata, and produce the same text for the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import yaml
+
+SANDBOX_NOTE = (
+    "Sandbox data: these chains were computed from the project's simulated OpenRouter, not from real "
+    "models. Do not route real traffic with them."
+)
+OPENROUTER_KEY_REF = "os.environ/OPENROUTER_API_KEY"
+BASE_URL_KEY_REF = "os.environ/OPENAI_API_KEY"
+
+
+def _chains(rotation: pl.DataFrame, order: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Purpose -> its rows by rank; purposes in ``order``, then any others alphabetically."""
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for row in rotation.sort(["purpose", "rank"]).iter_rows(named=True):
+        chains.setdefault(row["purpose"], []).append(row)
+    position = {p: i for i, p in enumerate(order or ())}
+    return dict(sorted(chains.items(), key=lambda item: (position.get(item[0], len(position)), item[0])))
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def rotation_json(
+    rotation: pl.DataFrame,
+    *,
+    run_id: str,
+    source: str,
+    generated_at: datetime | str | None,
+    order: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The rotation as a JSON-ready dict (see the module docstring for the shape).
+
+    ``generated_at`` is the run's time (not the wall clock), so the output is reproducible; ``order``
+    lists purposes in the order to write them (others follow alphabetically).
+    """
+    chains = _chains(rotation, order)
+    document: dict[str, Any] = {
+        "generated_by": "Free Model Discovery",
+        "run_id": run_id,
+        "source": source,
+        "generated_at": _iso(generated_at),
+        "usage": (
+            "Merge purposes[<purpose>] into an OpenRouter chat completion request body: 'model' is "
+            "the primary, 'models' the ordered fallbacks OpenRouter tries when a model errors."
+        ),
+    }
+    if source == "sandbox":
+        document["warning"] = SANDBOX_NOTE
+    document["purposes"] = {
+        purpose: {"model": rows[0]["model_id"], "models": [r["model_id"] for r in rows]}
+        for purpose, rows in chains.items()
+    }
+    document["measurements"] = {
+        purpose: [
+            {
+                "model": r["model_id"],
+                "rank": r["rank"],
+                "family": r["family"],
+                "tier": r["tier"],
+                "p50_total_ms": r["p50_total_ms"],
+                "success_rate": r["success_rate"],
+            }
+            for r in rows
+        ]
+        for purpose, rows in chains.items()
+    }
+    return document
+
+
+def _deployment(model_id: str, *, source: str, base_url: str | None) -> dict[str, Any]:
+    if source == "base_url" and base_url:
+        # Any OpenAI-compatible server: LiteLLM's generic OpenAI route with that server's base URL.
+        return {"model": f"openai/{model_id}", "api_base": base_url, "api_key": BASE_URL_KEY_REF}
+    return {"model": f"openrouter/{model_id}", "api_key": OPENROUTER_KEY_REF}
+
+
+def litellm_config(
+    rotation: pl.DataFrame,
+    *,
+    source: str = "openrouter",
+    base_url: str | None = None,
+    order: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The LiteLLM router configuration as a dict (``model_list`` and ``router_settings``)."""
+    chains = _chains(rotation, order)
+    model_list: list[dict[str, Any]] = []
+    for purpose, rows in chains.items():
+        params = _deployment(rows[0]["model_id"], source=source, base_url=base_url)
+        model_list.append({"model_name": purpose, "litellm_params": params})
+    seen: set[str] = set()
+    for rows in chains.values():
+        for row in rows:
+            if row["model_id"] in seen:
+                continue
+            seen.add(row["model_id"])
+            params = _deployment(row["model_id"], source=source, base_url=base_url)
+            model_list.append({"model_name": row["model_id"], "litellm_params": params})
+    fallbacks = [
+        {purpose: [r["model_id"] for r in rows[1:]]} for purpose, rows in chains.items() if len(rows) > 1
+    ]
+    return {
+        "model_list": model_list,
+        "router_settings": {"fallbacks": fallbacks},
+    }
+
+
+def litellm_router_yaml(
+    rotation: pl.DataFrame,
+    *,
+    run_id: str = "",
+    source: str = "openrouter",
+    base_url: str | None = None,
+    order: Sequence[str] | None = None,
+) -> str:
+    """:func:`litellm_config` as YAML, with a comment header naming the run and the source."""
+    header = [
+        "# LiteLLM router configuration generated by Free Model Discovery.",
+        f"# Run: {run_id or 'unknown'}; source: {source}.",
+        "# Use a purpose (general, json, long-context, tier:<name>) as the model name; LiteLLM falls",
+        "# back along router_settings.fallbacks. Load with `litellm --config litellm-router.yaml` or",
+        "# litellm.Router(model_list=cfg['model_list'], **cfg['router_settings']).",
+    ]
+    if source == "sandbox":
+        header.append(f"# WARNING: {SANDBOX_NOTE}")
+    body = yaml.safe_dump(
+        litellm_config(rotation, source=source, base_url=base_url, order=order),
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )
+    return "\n".join(header) + "\n" + body

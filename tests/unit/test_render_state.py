@@ -1,0 +1,511 @@
+"""A fixed report state for the rendering tests, and checks that it covers what the reports must show.
+
+The state has working models in every tier, a reasoning model, a model with too few samples, a degraded
+model, a model left untested by the quota, a wrong candidate id, failing models covering every
+:class:`~freemodels.failures.Failure` class, changes of every known kind and a three-run history.
+Other test modules build on :func:`fixed_report_data`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from freemodels.changes import CHANGE_KINDS
+
+from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.records import (
+    CATALOG_SCHEMA,
+    CHANGES_SCHEMA,
+    MODEL_RESULTS_SCHEMA,
+    PROBES_SCHEMA,
+    RUNS_SCHEMA,
+    Verdict,
+)
+from freemodels.suite import TASKS
+from tasks.rank import TIERS, TOO_FEW_SAMPLES, assign_tiers, build_rotation, providers_from_probes
+from tasks.render import CHANGE_LABELS, HISTORY_SCHEMA, ReportData
+
+RUN_ID = "2026-11-01T06-00-00Z-sandbox"
+PREV_RUN_ID = "2026-10-01T06-00-00Z-sandbox"
+OLD_RUN_ID = "2026-09-01T06-00-00Z-sandbox"
+STARTED = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+MIN_SAMPLES = 3
+
+# model id -> (family, p50 total ms, provider, reasoning)
+WORKING: dict[str, tuple[str, float, str, bool]] = {
+    "meta-llama/llama-3.2-3b-instruct:free": ("meta-llama/llama", 900.0, "Together", False),
+    "meta-llama/llama-3.3-70b-instruct:free": ("meta-llama/llama", 1500.0, "Together", False),
+    "google/gemma-3-27b-it:free": ("google/gemma", 3200.0, "Google AI Studio", False),
+    "mistralai/mistral-small-3.2-24b-instruct:free": (
+        "mistralai/mistral-small",
+        7000.0,
+        "Chutes",
+        False,
+    ),
+    "deepseek/deepseek-r1:free": ("deepseek/deepseek-r1", 21000.0, "Chutes", True),
+}
+TOO_FEW_ID = "qwen/qwen3-8b:free"
+DEGRADED_ID = "nousresearch/hermes-3-llama-3.1-405b:free"
+UNTESTED_ID = "moonshotai/kimi-k2:free"
+WRONG_ID = "meta-llama/llama-3.3-70b:free"
+WRONG_SUGGESTION = "meta-llama/llama-3.3-70b-instruct:free"
+
+
+def failing_id(failure: Failure) -> str:
+    """The failing model that shows ``failure`` in the fixed state."""
+    if failure is Failure.WRONG_MODEL_ID:
+        return WRONG_ID
+    return f"acme/{failure.value.replace('_', '-')}-7b:free"
+
+
+_STATUS: dict[Failure, int | None] = {
+    Failure.WRONG_MODEL_ID: 400,
+    Failure.NO_ENDPOINTS: 404,
+    Failure.FREE_VARIANT_ENDED: 404,
+    Failure.PRIVACY_EXCLUDED: 404,
+    Failure.CAPABILITY_UNSUPPORTED: 404,
+    Failure.CONTEXT_LIMIT: 400,
+    Failure.BAD_REQUEST: 422,
+    Failure.RATE_LIMIT_ACCOUNT: 429,
+    Failure.RATE_LIMIT_UPSTREAM: 429,
+    Failure.CREDITS_REQUIRED: 402,
+    Failure.AUTH: 401,
+    Failure.MODERATION: 403,
+    Failure.TIMEOUT: 408,
+    Failure.PROVIDER_ERROR: 502,
+    Failure.MID_STREAM_ERROR: 200,
+    Failure.EMPTY_REPLY: 200,
+    Failure.REASONING_EXHAUSTED: 200,
+    Failure.WRONG_ANSWER: 200,
+    Failure.TRANSPORT_ERROR: None,
+}
+
+
+def _catalog_row(model_id: str, family: str, **overrides: Any) -> dict[str, Any]:
+    author = model_id.split("/", 1)[0]
+    row: dict[str, Any] = {
+        "model_id": model_id,
+        "canonical_slug": model_id.removesuffix(":free"),
+        "name": f"{author.title()}: {model_id.split('/', 1)[-1].removesuffix(':free')} (free)",
+        "author": author,
+        "family": family,
+        "variant": "free" if model_id.endswith(":free") else None,
+        "created": 1_750_000_000,
+        "description": f"A free model from {author}.",
+        "context_length": 131_072,
+        "max_completion_tokens": 8192,
+        "modality": "text->text",
+        "input_modalities": ["text"],
+        "output_modalities": ["text"],
+        "tokenizer": "Other",
+        "instruct_type": None,
+        "price_prompt": 0.0,
+        "price_completion": 0.0,
+        "price_request": 0.0,
+        "price_image": 0.0,
+        "pricing_json": '{"prompt": "0", "completion": "0"}',
+        "is_router": False,
+        "is_free": True,
+        "free_rule": "suffix",
+        "is_moderated": False,
+        "supported_parameters": ["max_tokens", "temperature", "response_format"],
+        "supports_tools": False,
+        "supports_structured_outputs": True,
+        "supports_reasoning": False,
+        "expiration_date": None,
+        "hugging_face_id": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def _probe(
+    model_id: str,
+    family: str,
+    task: str,
+    *,
+    attempt: int = 1,
+    sample: int = 0,
+    failure: Failure | None = None,
+    total_ms: float | None = 1000.0,
+    provider: str | None = None,
+    message: str | None = None,
+    reply: str | None = "ok",
+) -> dict[str, Any]:
+    status = 200 if failure is None else _STATUS[failure]
+    return {
+        "run_id": RUN_ID,
+        "model_id": model_id,
+        "family": family,
+        "task": task,
+        "sample": sample,
+        "attempt": attempt,
+        "started_at": STARTED + timedelta(seconds=attempt),
+        "http_status": status,
+        "failure": failure.value if failure else None,
+        "passed": failure is None,
+        "error_code": failure.value if failure and status != 200 else None,
+        "message": message if failure else None,
+        "ttft_any_ms": None if total_ms is None else total_ms * 0.3,
+        "ttft_content_ms": None if total_ms is None else total_ms * 0.4,
+        "total_ms": total_ms if failure is None else None,
+        "completion_tokens": 12,
+        "reasoning_tokens": 0,
+        "finish_reason": "stop" if failure is None else None,
+        "generation_id": None,
+        "provider": provider,
+        "cache_status": None,
+        "cost": 0.0,
+        "retry_after_s": None,
+        "reply_excerpt": reply if failure is None else None,
+        "server_ttft_ms": None,
+        "server_total_ms": None,
+    }
+
+
+def _result(model_id: str, family: str, verdict: Verdict, **overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(MODEL_RESULTS_SCHEMA)
+    row.update(
+        run_id=RUN_ID,
+        model_id=model_id,
+        family=family,
+        verdict=verdict.value,
+        n=len(TASKS),
+        n_ok=0,
+        n_passed=0,
+        success_rate=0.0,
+        is_reasoning=False,
+        tasks_passed="",
+        tasks_failed=",".join(TASKS),
+    )
+    row.update(overrides)
+    return row
+
+
+def _failure_message(failure: Failure) -> str:
+    return f"{FAILURE_INFO[failure].title}: upstream said so"
+
+
+def fixed_state(
+    *,
+    names: dict[str, str] | None = None,
+    hostile: str | None = None,
+    source: str = "sandbox",
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The fixed state as plain rows; ``hostile`` is put into every outside string when given."""
+    names = names or {}
+    catalog: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+
+    def mid(model_id: str) -> str:
+        return names.get(model_id, model_id)
+
+    for model_id, (family, p50, provider, reasoning) in WORKING.items():
+        catalog.append(
+            _catalog_row(
+                mid(model_id),
+                family,
+                supports_reasoning=reasoning,
+                supports_tools=not reasoning,
+                context_length=163_840 if reasoning else (32_768 if "mistral" in family else 131_072),
+            )
+        )
+        for task in TASKS:
+            probes.append(_probe(mid(model_id), family, task, total_ms=p50, provider=provider))
+        results.append(
+            _result(
+                mid(model_id),
+                family,
+                Verdict.WORKING,
+                n_ok=3,
+                n_passed=3,
+                success_rate=1.0,
+                p50_total_ms=p50,
+                p90_total_ms=p50 * 1.4,
+                p50_ttft_ms=p50 * 0.3,
+                p90_ttft_ms=p50 * 0.45,
+                p50_ttft_content_ms=p50 * (0.8 if reasoning else 0.35),
+                is_reasoning=reasoning,
+                tasks_passed=",".join(TASKS),
+                tasks_failed="",
+            )
+        )
+    # A retried probe: the first attempt failed, the final one passed, so it counts as passed.
+    gemma = "google/gemma-3-27b-it:free"
+    probes.append(
+        _probe(
+            mid(gemma),
+            "google/gemma",
+            "arithmetic",
+            attempt=0,
+            failure=Failure.PROVIDER_ERROR,
+            message=hostile or "Provider returned error",
+        )
+    )
+
+    # Working, but with too few answers to be tiered.
+    catalog.append(_catalog_row(mid(TOO_FEW_ID), "qwen/qwen3", supports_reasoning=True))
+    probes += [
+        _probe(mid(TOO_FEW_ID), "qwen/qwen3", "arithmetic", total_ms=1200.0, provider="Chutes"),
+        _probe(mid(TOO_FEW_ID), "qwen/qwen3", "json_object", total_ms=1300.0, provider="Chutes"),
+        _probe(
+            mid(TOO_FEW_ID),
+            "qwen/qwen3",
+            "reverse_words",
+            failure=Failure.EMPTY_REPLY,
+            message=hostile,
+        ),
+    ]
+    results.append(
+        _result(
+            mid(TOO_FEW_ID),
+            "qwen/qwen3",
+            Verdict.WORKING,
+            n_ok=2,
+            n_passed=2,
+            success_rate=2 / 3,
+            p50_total_ms=1250.0,
+            p90_total_ms=1290.0,
+            p50_ttft_ms=400.0,
+            p90_ttft_ms=420.0,
+            p50_ttft_content_ms=900.0,
+            is_reasoning=True,
+            tasks_passed="arithmetic,json_object",
+            tasks_failed="reverse_words",
+        )
+    )
+
+    # Degraded: answers, but one task is wrong.
+    catalog.append(_catalog_row(mid(DEGRADED_ID), "nousresearch/hermes"))
+    probes += [
+        _probe(mid(DEGRADED_ID), "nousresearch/hermes", "arithmetic", total_ms=4000.0),
+        _probe(mid(DEGRADED_ID), "nousresearch/hermes", "json_object", total_ms=4100.0),
+        _probe(
+            mid(DEGRADED_ID),
+            "nousresearch/hermes",
+            "reverse_words",
+            failure=Failure.WRONG_ANSWER,
+            reply=hostile,
+        ),
+    ]
+    results.append(
+        _result(
+            mid(DEGRADED_ID),
+            "nousresearch/hermes",
+            Verdict.DEGRADED,
+            n_ok=3,
+            n_passed=2,
+            success_rate=2 / 3,
+            p50_total_ms=4050.0,
+            p90_total_ms=4100.0,
+            tasks_passed="arithmetic,json_object",
+            tasks_failed="reverse_words",
+            root_cause=Failure.WRONG_ANSWER.value,
+            remedy=FAILURE_INFO[Failure.WRONG_ANSWER].remedy,
+            evidence=hostile or "200: grader rejected the answer",
+        )
+    )
+
+    # One failing model per failure class.
+    for failure in Failure:
+        model_id = mid(failing_id(failure))
+        family = f"{hostile} {failure.value}" if hostile else f"acme/{failure.value}"
+        evidence = hostile or f"{_STATUS[failure] or 'no response'}: {_failure_message(failure)}"
+        if failure is Failure.WRONG_MODEL_ID:
+            probes.append(_probe(model_id, family, "arithmetic", failure=failure, message=evidence))
+            results.append(
+                _result(
+                    model_id,
+                    family,
+                    Verdict.NOT_LISTED,
+                    n=1,
+                    root_cause=failure.value,
+                    remedy=FAILURE_INFO[failure].remedy,
+                    evidence=evidence,
+                    suggestion=hostile or WRONG_SUGGESTION,
+                )
+            )
+            continue
+        catalog.append(
+            _catalog_row(
+                model_id,
+                family,
+                name=hostile or f"Acme {failure.value}",
+                description=hostile or "An Acme model.",
+            )
+        )
+        for task in TASKS:
+            if failure is Failure.RATE_LIMIT_ACCOUNT:
+                probes.append(_probe(model_id, family, task, attempt=1, failure=failure, message=evidence))
+                probes.append(_probe(model_id, family, task, attempt=2, failure=failure, message=evidence))
+            else:
+                probes.append(_probe(model_id, family, task, failure=failure, message=evidence))
+        results.append(
+            _result(
+                model_id,
+                family,
+                Verdict.FAILING,
+                root_cause=failure.value,
+                remedy=FAILURE_INFO[failure].remedy,
+                evidence=evidence,
+            )
+        )
+
+    # Left untested by the quota.
+    catalog.append(_catalog_row(mid(UNTESTED_ID), "moonshotai/kimi", context_length=65_536))
+    results.append(_result(mid(UNTESTED_ID), "moonshotai/kimi", Verdict.UNTESTED_QUOTA, n=0))
+
+    # Routers and a paid model: in the catalog count, not among the free models.
+    catalog.append(
+        _catalog_row("openrouter/auto", "openrouter/auto", is_router=True, is_free=False, price_prompt=-1.0)
+    )
+    catalog.append(_catalog_row("openrouter/free", "openrouter/free", is_router=True))
+    catalog.append(
+        _catalog_row("openai/gpt-4o", "openai/gpt", is_free=False, free_rule=None, price_prompt=2.5e-6)
+    )
+
+    changes = [
+        {
+            "run_id": RUN_ID,
+            "prev_run_id": PREV_RUN_ID,
+            "model_id": mid(model_id),
+            "change": kind,
+            "detail": hostile or detail,
+        }
+        for kind, model_id, detail in (
+            ("added", TOO_FEW_ID, None),
+            ("expiring", "google/gemma-3-27b-it:free", "2026-12-15"),
+            ("newly_working", "deepseek/deepseek-r1:free", "failing -> working"),
+            ("newly_broken", failing_id(Failure.TIMEOUT), "working -> failing (timeout)"),
+            ("tier_changed", "meta-llama/llama-3.3-70b-instruct:free", "fast → ultra-fast"),
+            ("free_ended", failing_id(Failure.FREE_VARIANT_ENDED), None),
+            ("removed", "mistralai/mistral-7b-instruct:free", None),
+        )
+    ]
+    history = [
+        {
+            "run_id": OLD_RUN_ID,
+            "started_at": datetime(2026, 9, 1, 6, 0, tzinfo=UTC),
+            "source": source,
+            "status": "completed",
+            "n_catalog": 320,
+            "n_free": 24,
+            "n_tested": 24,
+            "n_working": 9,
+        },
+        {
+            "run_id": PREV_RUN_ID,
+            "started_at": datetime(2026, 10, 1, 6, 0, tzinfo=UTC),
+            "source": source,
+            "status": "partial",
+            "n_catalog": 322,
+            "n_free": 25,
+            "n_tested": 20,
+            "n_working": 8,
+        },
+    ]
+    free = [r for r in catalog if r["is_free"] and not r["is_router"]]
+    tested = [r for r in results if r["verdict"] in ("working", "degraded", "failing")]
+    history.append(
+        {
+            "run_id": RUN_ID,
+            "started_at": STARTED,
+            "source": source,
+            "status": "completed",
+            "n_catalog": len(catalog),
+            "n_free": len(free),
+            "n_tested": len(tested),
+            "n_working": sum(1 for r in results if r["verdict"] == "working"),
+        }
+    )
+    base_url = {
+        "sandbox": "http://127.0.0.1:8765/api/v1",
+        "openrouter": "https://openrouter.ai/api/v1",
+    }.get(source, "http://127.0.0.1:8080/v1")
+    run = {
+        "run_id": RUN_ID,
+        "started_at": STARTED,
+        "finished_at": STARTED + timedelta(minutes=7),
+        "source": source,
+        "base_url": base_url,
+        "status": "completed",
+        "quota_before": 1000,
+        "quota_after": 930,
+        "quota_limit": 1000,
+        "prefect_flow_run_id": "6f1c2d3e-0000-4000-8000-000000000001",
+        "catalog_fetched_at": STARTED + timedelta(seconds=2),
+        "suite_version": "std-3.1",
+        "settings_json": '{"min_samples_for_tier": 3, "samples_per_task": 1, "max_tokens": 1024}',
+        "notes": json.dumps(notes or []),
+    }
+    previous = {
+        **run,
+        "run_id": PREV_RUN_ID,
+        "started_at": datetime(2026, 10, 1, 6, 0, tzinfo=UTC),
+        "status": "partial",
+    }
+    return {
+        "run": run,
+        "catalog": catalog,
+        "probes": probes,
+        "results": results,
+        "changes": changes,
+        "history": history,
+        "previous": previous,
+    }
+
+
+def report_data_from(state: dict[str, Any]) -> ReportData:
+    """Frames from the plain rows, tiers and rotation computed by the rank step."""
+    catalog = pl.DataFrame(state["catalog"], schema=CATALOG_SCHEMA)
+    probes = pl.DataFrame(state["probes"], schema=PROBES_SCHEMA)
+    results = assign_tiers(
+        pl.DataFrame(state["results"], schema=MODEL_RESULTS_SCHEMA), min_samples=MIN_SAMPLES
+    )
+    rotation = build_rotation(results, catalog, run_id=RUN_ID, providers=providers_from_probes(probes))
+    run = pl.DataFrame([state["run"]], schema=RUNS_SCHEMA).row(0, named=True)
+    return ReportData(
+        run=run,
+        catalog=catalog,
+        probes=probes,
+        model_results=results,
+        rotation=rotation,
+        changes=pl.DataFrame(state["changes"], schema=CHANGES_SCHEMA),
+        history=pl.DataFrame(state["history"], schema=HISTORY_SCHEMA),
+        previous_run=state["previous"],
+    )
+
+
+def fixed_report_data(**kwargs: Any) -> ReportData:
+    """The fixed state as :class:`ReportData` (keyword arguments as in :func:`fixed_state`)."""
+    return report_data_from(fixed_state(**kwargs))
+
+
+# ------------------------------------------------------------------------------------------------
+# The state covers what the reports must show.
+
+
+def test_state_covers_every_failure_class() -> None:
+    data = fixed_report_data()
+    seen = set(data.probes.get_column("failure").drop_nulls().to_list())
+    assert seen == {f.value for f in Failure}
+
+
+def test_state_covers_every_tier_and_too_few_samples() -> None:
+    data = fixed_report_data()
+    tiers = set(data.model_results.get_column("tier").drop_nulls().to_list())
+    assert tiers == {*TIERS, TOO_FEW_SAMPLES}
+
+
+def test_state_covers_every_change_kind_and_three_runs() -> None:
+    data = fixed_report_data()
+    assert set(data.changes.get_column("change").to_list()) == set(CHANGE_LABELS)
+    assert set(CHANGE_LABELS) == set(CHANGE_KINDS)  # every kind the comparison emits has a heading
+    assert data.history.height == 3
+    assert data.model_results.get_column("is_reasoning").any()
