@@ -208,7 +208,9 @@ async def _run(
     logger = get_run_logger()
     run_id = info.run_id
     async with src.client() as client:
-        catalog, fetched_at = await fetch_catalog_task(client, origin=src.base_url)
+        catalog, fetched_at = await fetch_catalog_task(
+            client, origin=src.base_url, timeout_s=settings.catalog_timeout_s
+        )
         quota_before = await fetch_quota_task(client)
         info = replace(
             info,

@@ -1,0 +1,309 @@
+"""The account-wide rate limiter and the plan runner: the only retry loop of the project.
+
+OpenRouter's free tier allows R requests per minute (20) and D per day (50 or 1000), shared by every
+free model of an account. :class:`RateLimiter` spaces request starts evenly, one every
+``(60 s + margin) / R``: any R + 1 consecutive starts then span more than 60 s, so no 60-second
+window (sliding or fixed) ever holds more than R, even when requests reach the server a little
+earlier or later than they left; and N requests take about N / R minutes. It also counts the daily
+budget and refuses to start a request once it is spent.
+
+:func:`run_plan` sends a plan's probes concurrently (up to ``settings.max_concurrency`` in flight),
+each start paced by the shared limiter, and retries an attempt only when its failure class says a
+retry can help (:data:`~freemodels.failures.FAILURE_INFO`) and the server did not mark it
+``retryable: false``. The wait before a retry follows the server's hint (``Retry-After``, then
+``error.availability.retry_after``, then ``X-RateLimit-Reset``), else exponential backoff with
+jitter. An account per-minute 429 pauses the limiter for every probe; an account per-day 429 (or the
+end of the daily budget) stops the plan, and the probes never sent come back as ``unsent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from freemodels.failures import Failure
+from freemodels.probe import AttemptOutcome, probe_attempt
+from freemodels.records import ProbeResult, ProbeSpec
+from freemodels.settings import Settings
+from freemodels.suite import TaskInstance
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MARGIN_S = 1.0
+"""Extra seconds per R starts: covers the spread between a request leaving and arriving (+1.7 %)."""
+
+
+class RateLimiter:
+    """Even pacing of request starts (GCRA without burst) plus a daily request budget.
+
+    ``acquire()`` waits for the next free start slot and returns True, or returns False at once when
+    the daily budget is spent (or the server said it is). Slots are handed out atomically (no await
+    between reading and advancing the schedule), so any number of concurrent callers are safe on
+    one event loop. ``clock`` and ``sleep`` can be replaced to test with virtual time.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        requests_per_day: int | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        margin_s: float = DEFAULT_MARGIN_S,
+    ) -> None:
+        if requests_per_minute < 1:
+            raise ValueError("requests_per_minute must be at least 1")
+        if requests_per_day is not None and requests_per_day < 0:
+            raise ValueError("requests_per_day must be None or at least 0")
+        if margin_s < 0:
+            raise ValueError("margin_s must not be negative")
+        self.requests_per_minute = requests_per_minute
+        self.requests_per_day = requests_per_day
+        self.interval_s = (60.0 + margin_s) / requests_per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._next = -math.inf  # earliest start of the next slot
+        self._paused_until = -math.inf
+        self._used = 0  # starts granted
+        self._pending = 0  # callers holding a slot they are waiting for
+        self._day_exhausted = False
+
+    @property
+    def used(self) -> int:
+        """Requests started through this limiter."""
+        return self._used
+
+    @property
+    def remaining(self) -> int | None:
+        """Daily budget left (None: unlimited); 0 once the server reported the quota spent."""
+        if self._day_exhausted:
+            return 0
+        if self.requests_per_day is None:
+            return None
+        return max(0, self.requests_per_day - self._used)
+
+    @property
+    def day_exhausted(self) -> bool:
+        """True once the budget is spent or the server answered with its daily limit."""
+        return self._day_exhausted or (
+            self.requests_per_day is not None and self._used >= self.requests_per_day
+        )
+
+    def mark_day_exhausted(self) -> None:
+        """The server said the daily quota is spent: refuse every further start."""
+        self._day_exhausted = True
+
+    def pause_until(self, t: float) -> None:
+        """No start before clock time ``t`` (an account 429 pauses every probe)."""
+        self._paused_until = max(self._paused_until, t)
+        self._next = max(self._next, t)
+
+    def pause_for(self, seconds: float) -> None:
+        """No start in the next ``seconds``."""
+        self.pause_until(self._clock() + max(0.0, seconds))
+
+    async def acquire(self) -> bool:
+        """Wait for a start slot; False (without waiting) when the daily budget is spent."""
+        while True:
+            if self._day_exhausted:
+                return False
+            if self.requests_per_day is not None and self._used + self._pending >= self.requests_per_day:
+                return False
+            now = self._clock()
+            slot = max(now, self._next, self._paused_until)
+            self._next = slot + self.interval_s
+            pause_seen = self._paused_until
+            self._pending += 1
+            try:
+                if slot > now:
+                    await self._sleep(slot - now)
+            finally:
+                self._pending -= 1
+            if self._day_exhausted:
+                return False
+            if self._paused_until > pause_seen and self._paused_until > slot:
+                continue  # a pause began while we waited: queue again behind it
+            self._used += 1
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOutcome:
+    """What a plan run produced."""
+
+    results: list[ProbeResult] = field(default_factory=list)  # every attempt, in completion order
+    unsent: list[ProbeSpec] = field(default_factory=list)  # probes never sent (quota)
+    quota_exhausted: bool = False
+
+
+def backoff_delay_s(
+    attempt: int, hint_s: float | None, settings: Settings, rng: random.Random
+) -> float | None:
+    """Seconds to wait before the next attempt, or None when waiting cannot fit.
+
+    A server hint wins as given; a hint longer than ``settings.backoff_max_s`` means no retry within
+    this run (retrying earlier than the server allows only wastes quota). Without a hint:
+    exponential backoff from ``settings.backoff_base_s``, capped at ``backoff_max_s``, with "equal
+    jitter" (a random point in the upper half of the step).
+    """
+    if hint_s is not None:
+        return hint_s if hint_s <= settings.backoff_max_s else None
+    step = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** max(0, attempt - 1))
+    return rng.uniform(step / 2, step)
+
+
+async def run_plan(
+    client: httpx.AsyncClient,
+    specs: Sequence[ProbeSpec],
+    tasks: Mapping[str, TaskInstance],
+    settings: Settings,
+    limiter: RateLimiter,
+    *,
+    run_id: str,
+    on_result: Callable[[ProbeResult], None] | None = None,
+    semaphore: asyncio.Semaphore | None = None,
+    attempt_offset: Mapping[tuple[str, str, int], int] | None = None,
+    cost_guard: bool = True,
+    rng: random.Random | None = None,
+) -> PlanOutcome:
+    """Send every probe of ``specs`` (lowest ``priority`` first) within the limiter's limits.
+
+    ``semaphore`` caps probes in flight (share one between concurrent plans of a run; default:
+    ``settings.max_concurrency`` for this plan alone). ``attempt_offset`` maps (model, task,
+    sample) to attempts already recorded by an earlier, interrupted run, so attempt numbers go on
+    from there. ``on_result`` receives every attempt as it completes; an exception it raises stops
+    the plan. A bug inside one probe is logged and recorded as that probe's failure
+    (``error_code="internal_error"``) without stopping the others.
+    """
+    missing = sorted({spec.task for spec in specs} - set(tasks))
+    if missing:
+        raise ValueError(f"no task instance for: {', '.join(missing)}")
+    ordered = sorted(specs, key=lambda spec: spec.priority)
+    sem = semaphore if semaphore is not None else asyncio.Semaphore(settings.max_concurrency)
+    offsets = attempt_offset or {}
+    rand = rng if rng is not None else random.Random()
+    results: list[ProbeResult] = []
+    unsent: list[ProbeSpec] = []
+    stop = asyncio.Event()
+
+    def record(result: ProbeResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    async def run_spec(spec: ProbeSpec) -> None:
+        base = offsets.get((spec.model_id, spec.task, spec.sample), 0)
+        for n in range(1, settings.max_attempts + 1):
+            async with sem:
+                if stop.is_set() or not await limiter.acquire():
+                    stop.set()
+                    if n == 1:
+                        unsent.append(spec)
+                    return
+                outcome = await _attempt_isolated(
+                    client,
+                    run_id=run_id,
+                    spec=spec,
+                    task=tasks[spec.task],
+                    settings=settings,
+                    attempt=base + n,
+                    cost_guard=cost_guard,
+                )
+            record(outcome.result)
+            if outcome.limit_scope == "day":
+                limiter.mark_day_exhausted()
+                stop.set()
+                return
+            if outcome.result.failure is None or not outcome.retryable:
+                return
+            hint = outcome.result.retry_after_s
+            delay = backoff_delay_s(n, hint, settings, rand)
+            if outcome.limit_scope == "minute":
+                # The account's own minute limit: nobody may start until it resets (the server's
+                # word when it gave one, even if that is too long for this probe to retry).
+                limiter.pause_for(hint if hint is not None else delay or 0.0)
+            if delay is None or n == settings.max_attempts:
+                return
+            if await _wait_or_stop(stop, delay):
+                return
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for spec in ordered:
+                group.create_task(run_spec(spec))
+    except BaseExceptionGroup as failed:
+        # Only on_result (the caller's callback) can raise here; hand its error back unwrapped.
+        if len(failed.exceptions) == 1:
+            raise failed.exceptions[0] from None
+        raise
+    return PlanOutcome(results=results, unsent=unsent, quota_exhausted=stop.is_set())
+
+
+async def _wait_or_stop(stop: asyncio.Event, delay: float) -> bool:
+    """Sleep ``delay`` seconds; True if the plan was stopped meanwhile."""
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _attempt_isolated(
+    client: httpx.AsyncClient,
+    *,
+    run_id: str,
+    spec: ProbeSpec,
+    task: TaskInstance,
+    settings: Settings,
+    attempt: int,
+    cost_guard: bool,
+) -> AttemptOutcome:
+    """One attempt; an unexpected exception (a bug) becomes a recorded failure of this probe only.
+
+    :func:`~freemodels.probe.probe_attempt` already turns everything a server can do into a
+    classified result. What is left is a defect in this program: it is logged with its traceback
+    and recorded with ``error_code="internal_error"``, so it is visible in the data instead of
+    cancelling every other probe of the run.
+    """
+    started_at = datetime.now(UTC)
+    (value,) = await asyncio.gather(
+        probe_attempt(
+            client,
+            run_id=run_id,
+            spec=spec,
+            task=task,
+            settings=settings,
+            attempt=attempt,
+            cost_guard=cost_guard,
+        ),
+        return_exceptions=True,
+    )
+    if isinstance(value, AttemptOutcome):
+        return value
+    if isinstance(value, asyncio.CancelledError):
+        raise value
+    logger.error("internal error while probing %s (%s): %r", spec.model_id, spec.task, value, exc_info=value)
+    result = ProbeResult(
+        run_id=run_id,
+        model_id=spec.model_id,
+        family=spec.family,
+        task=spec.task,
+        sample=spec.sample,
+        attempt=attempt,
+        started_at=started_at,
+        http_status=None,
+        failure=Failure.TRANSPORT_ERROR,
+        passed=False,
+        error_code="internal_error",
+        message=f"internal error: {type(value).__name__}"[:200],
+    )
+    return AttemptOutcome(result=result, envelope=None, retryable=False, limit_scope=None)

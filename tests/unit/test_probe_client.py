@@ -1,0 +1,227 @@
+"""The shared HTTP client: timeouts, limits, redirects, where the key goes; catalog and key calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from freemodels.client import KeyInfo, build_http_client, fetch_catalog_bytes, fetch_key_info, parse_key_info
+from freemodels.errors import SourceError
+from freemodels.settings import Settings
+
+BASE = "https://openrouter.example/api/v1"
+KEY = "sk-or-v1-feedfacefeedfacefeedfacefeedface"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client_for(
+    handler: Handler, *, api_key: str | None = KEY, settings: Settings | None = None
+) -> httpx.AsyncClient:
+    return build_http_client(
+        settings or Settings(), base_url=BASE, api_key=api_key, transport=httpx.MockTransport(handler)
+    )
+
+
+def test_client_configuration() -> None:
+    settings = Settings(
+        connect_timeout_s=3, read_timeout_s=7, write_timeout_s=4, pool_timeout_s=5, max_concurrency=6
+    )
+    client = build_http_client(settings, base_url=BASE + "/", api_key=KEY)
+    try:
+        assert client.timeout == httpx.Timeout(connect=3, read=7, write=4, pool=5)
+        assert client.follow_redirects is False
+        assert str(client.base_url) == BASE + "/"
+        assert client.headers["HTTP-Referer"] == settings.http_referer
+        assert client.headers["X-Title"] == settings.app_title
+        assert "authorization" not in client.headers  # added per request, for the base origin only
+        assert KEY not in repr(client.auth)
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        assert pool._max_connections >= settings.max_concurrency
+    finally:
+        asyncio.run(client.aclose())
+
+
+def test_key_goes_only_to_the_base_origin() -> None:
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[str(request.url)] = request.headers.get("authorization")
+        return httpx.Response(200, json={})
+
+    async def go() -> None:
+        async with client_for(handler) as client:
+            await client.get("models")
+            await client.get("https://elsewhere.example/api/v1/models")
+            await client.get("https://openrouter.example:8443/api/v1/models")
+            await client.get("http://openrouter.example/api/v1/models")
+            await client.get("https://OPENROUTER.example:443/api/v1/key")
+            await client.get("https://elsewhere.example/x", headers={"Authorization": "Bearer leaked"})
+
+    asyncio.run(go())
+    assert seen == {
+        BASE + "/models": f"Bearer {KEY}",
+        "https://elsewhere.example/api/v1/models": None,
+        "https://openrouter.example:8443/api/v1/models": None,
+        "http://openrouter.example/api/v1/models": None,
+        "https://openrouter.example/api/v1/key": f"Bearer {KEY}",
+        "https://elsewhere.example/x": None,
+    }
+
+
+def test_without_a_key_no_authorization_is_sent() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, content=b"[]")
+
+    async def go() -> bytes:
+        async with client_for(handler, api_key=None) as client:
+            return await fetch_catalog_bytes(client)
+
+    assert asyncio.run(go()) == b"[]"
+    assert seen == [None]
+
+
+def test_redirects_are_not_followed() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(301, headers={"location": "https://elsewhere.example/models"})
+
+    async def go() -> None:
+        async with client_for(handler) as client:
+            await fetch_catalog_bytes(client)
+
+    with pytest.raises(SourceError, match="HTTP 301"):
+        asyncio.run(go())
+    assert calls == [BASE + "/models"]
+
+
+CATALOG = json.dumps({"data": [{"id": "a/b:free"}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        (lambda r: httpx.Response(500, text=f"oops Bearer {KEY}"), "HTTP 500"),
+        (lambda r: httpx.Response(200, content=b"x" * 5000), "more than 1000 bytes"),
+    ],
+)
+def test_catalog_failures_raise_source_error(handler: Handler, error: str) -> None:
+    async def go() -> None:
+        async with client_for(handler) as client:
+            await fetch_catalog_bytes(client, max_bytes=1000)
+
+    with pytest.raises(SourceError, match=error) as caught:
+        asyncio.run(go())
+    assert KEY not in str(caught.value)
+
+
+def test_catalog_transport_error_and_timeout() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async def go_refused() -> None:
+        async with client_for(refuse) as client:
+            await fetch_catalog_bytes(client)
+
+    with pytest.raises(SourceError, match="ConnectError"):
+        asyncio.run(go_refused())
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"{"
+            await asyncio.sleep(5)
+            yield b"}"
+
+        return httpx.Response(200, content=body())
+
+    async def go_slow() -> None:
+        async with client_for(slow) as client:
+            await fetch_catalog_bytes(client, timeout_s=0.1)
+
+    with pytest.raises(SourceError, match=r"longer than 0\.1 s"):
+        asyncio.run(go_slow())
+
+
+def test_catalog_bytes_are_returned_verbatim() -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(200, content=b"\xef\xbb\xbf" + CATALOG)
+
+    async def go() -> bytes:
+        async with client_for(handler) as client:
+            return await fetch_catalog_bytes(client)
+
+    assert asyncio.run(go()) == b"\xef\xbb\xbf" + CATALOG
+    assert paths == ["/api/v1/models"]
+
+
+KEY_BODY = {
+    "data": {
+        "label": "sk-or-v1-abc...def",
+        "limit": None,
+        "usage": 0.0,
+        "is_free_tier": True,
+        "free_model_daily_requests": {"limit": 50, "remaining": 37, "used": 13},
+        "rate_limit": {"requests": 20, "interval": "10s"},
+    }
+}
+
+
+def test_key_info_is_read() -> None:
+    async def go() -> KeyInfo | None:
+        async with client_for(lambda r: httpx.Response(200, json=KEY_BODY)) as client:
+            return await fetch_key_info(client)
+
+    info = asyncio.run(go())
+    assert info is not None
+    assert (info.daily_limit, info.daily_remaining, info.daily_used, info.is_free_tier) == (50, 37, 13, True)
+    assert info.label is not None and "sk-or-v1-abc" not in info.label
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        lambda r: httpx.Response(404, json={"error": {"code": 404, "message": "Not Found"}}),
+        lambda r: httpx.Response(401, json={"error": {"code": 401, "message": "No auth credentials found"}}),
+        lambda r: httpx.Response(405, text="Method Not Allowed"),
+        lambda r: httpx.Response(200, text="<html>llama.cpp</html>"),
+        lambda r: httpx.Response(200, json=[1, 2, 3]),
+        lambda r: httpx.Response(200, json={"object": "list", "data": []}),
+    ],
+)
+def test_key_info_absent_is_none(handler: Handler) -> None:
+    async def go() -> KeyInfo | None:
+        async with client_for(handler) as client:
+            return await fetch_key_info(client)
+
+    assert asyncio.run(go()) is None
+
+
+def test_key_info_unreachable_is_none() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    async def go() -> KeyInfo | None:
+        async with client_for(refuse) as client:
+            return await fetch_key_info(client)
+
+    assert asyncio.run(go()) is None
+
+
+def test_parse_key_info_without_quota_fields() -> None:
+    info = parse_key_info(json.dumps({"data": {"label": "x", "is_free_tier": False}}))
+    assert info == KeyInfo(None, None, None, False, "x")
+    odd = parse_key_info(
+        json.dumps({"data": {"free_model_daily_requests": {"limit": "50", "remaining": -3, "used": 2.0}}})
+    )
+    assert odd is not None and (odd.daily_limit, odd.daily_remaining, odd.daily_used) == (None, 0, 2)
