@@ -32,7 +32,9 @@ def mark_unpriced_as_free(catalog: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
 
 
 @task(name="fetch-catalog", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-async def fetch_catalog_task(client: httpx.AsyncClient, origin: str) -> tuple[pl.DataFrame, datetime]:
+async def fetch_catalog_task(
+    client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
+) -> tuple[pl.DataFrame, datetime]:
     raw = await fetch_catalog_bytes(client, timeout_s=timeout_s)
     return parse_catalog(raw, origin=origin), datetime.now(UTC)
 

@@ -30,9 +30,7 @@ def store_run_files(
     """Persist one run; returns the changes since the previous run of the same source."""
     con = storage.connect(db_path)
     try:
-        prev_id = storage.previous_run_id(
-            con, info.run_id, source=info.source, started_at=info.started_at
-        )
+        prev_id = storage.previous_run_id(con, info.run_id, source=info.source, started_at=info.started_at)
         if prev_id is None:
             changes = compute_changes(
                 run_id=info.run_id,

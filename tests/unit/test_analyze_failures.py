@@ -13,14 +13,36 @@ from tasks.analyze_failures import CandidateOutcome, analyze, final_attempts
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
-def probe(model: str, task: str, *, attempt: int = 1, failure: Failure | None = None, total: float | None = 1000.0,
-          ttft: float | None = 200.0, status: int | None = 200, message: str | None = None, sample: int = 0,
-          reasoning_tokens: int | None = None) -> ProbeResult:
+def probe(
+    model: str,
+    task: str,
+    *,
+    attempt: int = 1,
+    failure: Failure | None = None,
+    total: float | None = 1000.0,
+    ttft: float | None = 200.0,
+    status: int | None = 200,
+    message: str | None = None,
+    sample: int = 0,
+    reasoning_tokens: int | None = None,
+) -> ProbeResult:
     passed = failure is None
     return ProbeResult(
-        run_id="r1", model_id=model, family=model.split("-")[0], task=task, sample=sample, attempt=attempt,
-        started_at=T0, http_status=status, failure=failure, passed=passed, message=message,
-        ttft_any_ms=ttft, ttft_content_ms=ttft, total_ms=total, reasoning_tokens=reasoning_tokens,
+        run_id="r1",
+        model_id=model,
+        family=model.split("-")[0],
+        task=task,
+        sample=sample,
+        attempt=attempt,
+        started_at=T0,
+        http_status=status,
+        failure=failure,
+        passed=passed,
+        message=message,
+        ttft_any_ms=ttft,
+        ttft_content_ms=ttft,
+        total_ms=total,
+        reasoning_tokens=reasoning_tokens,
     )
 
 
@@ -32,15 +54,28 @@ def free_frame(ids: list[str]) -> pl.DataFrame:
 
 def test_verdicts_and_percentiles() -> None:
     rows = [
-        probe("a-ok", "arithmetic", total=1000), probe("a-ok", "json_object", total=2000),
+        probe("a-ok", "arithmetic", total=1000),
+        probe("a-ok", "json_object", total=2000),
         probe("a-ok", "reverse_words", total=3000, ttft=400),
-        probe("b-half", "arithmetic"), probe("b-half", "json_object", failure=Failure.WRONG_ANSWER),
+        probe("b-half", "arithmetic"),
+        probe("b-half", "json_object", failure=Failure.WRONG_ANSWER),
         probe("b-half", "reverse_words", failure=Failure.WRONG_ANSWER),
-        probe("c-dead", "arithmetic", failure=Failure.NO_ENDPOINTS, status=404, total=None, ttft=None,
-              message="No endpoints found for c-dead."),
+        probe(
+            "c-dead",
+            "arithmetic",
+            failure=Failure.NO_ENDPOINTS,
+            status=404,
+            total=None,
+            ttft=None,
+            message="No endpoints found for c-dead.",
+        ),
     ]
-    out = analyze(probes_frame(rows), free_frame(["a-ok", "b-half", "c-dead", "d-left"]), run_id="r1",
-                  untested=["d-left"])
+    out = analyze(
+        probes_frame(rows),
+        free_frame(["a-ok", "b-half", "c-dead", "d-left"]),
+        run_id="r1",
+        untested=["d-left"],
+    )
     assert out.schema == pl.Schema(MODEL_RESULTS_SCHEMA)
     by = {r["model_id"]: r for r in out.iter_rows(named=True)}
     assert by["a-ok"]["verdict"] == "working"
@@ -83,8 +118,14 @@ def test_root_cause_is_the_most_frequent_class() -> None:
 
 def test_candidates_not_listed() -> None:
     out = analyze(
-        probes_frame([]), free_frame([]), run_id="r1",
-        candidates=[CandidateOutcome("llama-3.3-8b", Failure.WRONG_MODEL_ID, ("meta-llama/llama-3.3-8b-instruct:free",))],
+        probes_frame([]),
+        free_frame([]),
+        run_id="r1",
+        candidates=[
+            CandidateOutcome(
+                "llama-3.3-8b", Failure.WRONG_MODEL_ID, ("meta-llama/llama-3.3-8b-instruct:free",)
+            )
+        ],
     )
     row = out.row(0, named=True)
     assert row["verdict"] == "not_listed"

@@ -24,7 +24,12 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["run", "--rpm", "0"], ["run", "--budget", "-3"], ["run", "--max-models", "x"], ["sandbox", "--port", "70000"]],
+    [
+        ["run", "--rpm", "0"],
+        ["run", "--budget", "-3"],
+        ["run", "--max-models", "x"],
+        ["sandbox", "--port", "70000"],
+    ],
 )
 def test_bad_arguments_exit_2_with_message(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -58,5 +63,7 @@ def test_console_script_help_is_fast_and_clean() -> None:
 
 def test_parser_does_not_import_prefect() -> None:
     code = "import sys; from flows.cli import build_parser; build_parser(); print('prefect' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert proc.stdout.strip() == "False"

@@ -22,8 +22,15 @@ def free_frame(models: dict[str, list[tuple[str, int]]]) -> pl.DataFrame:
 
 FREE = free_frame(
     {
-        "meta-llama/llama-3.3": [("meta-llama/llama-3.3-70b-instruct:free", 2), ("meta-llama/llama-3.3-8b-instruct:free", 1)],
-        "google/gemma-3": [("google/gemma-3-27b-it:free", 5), ("google/gemma-3-12b-it:free", 4), ("google/gemma-3-4b-it:free", 3)],
+        "meta-llama/llama-3.3": [
+            ("meta-llama/llama-3.3-70b-instruct:free", 2),
+            ("meta-llama/llama-3.3-8b-instruct:free", 1),
+        ],
+        "google/gemma-3": [
+            ("google/gemma-3-27b-it:free", 5),
+            ("google/gemma-3-12b-it:free", 4),
+            ("google/gemma-3-4b-it:free", 3),
+        ],
         "qwen/qwen3": [("qwen/qwen3-235b-a22b:free", 7)],
     }
 )
@@ -61,7 +68,9 @@ def test_short_budget_keeps_whole_models_and_reports_untested() -> None:
 
 
 def test_done_probes_are_not_repeated() -> None:
-    done = {("qwen/qwen3-235b-a22b:free", t, 0) for t in TASKS} | {("google/gemma-3-27b-it:free", "arithmetic", 0)}
+    done = {("qwen/qwen3-235b-a22b:free", t, 0) for t in TASKS} | {
+        ("google/gemma-3-27b-it:free", "arithmetic", 0)
+    }
     plan = plan_probes(FREE, TASKS, done=done)
     keys = {(s.model_id, s.task, s.sample) for s in plan.specs}
     assert not keys & done

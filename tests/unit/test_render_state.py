@@ -15,7 +15,6 @@ from typing import Any
 import polars as pl
 
 from freemodels.changes import CHANGE_KINDS
-
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import (
     CATALOG_SCHEMA,
