@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,18 +29,20 @@ from flows.sources import ResolvedSource, open_source
 from freemodels import storage
 from freemodels.candidates import classify_candidate, read_candidates
 from freemodels.checkpoint import CheckpointWriter
+from freemodels.client import KeyInfo
 from freemodels.errors import ConfigError, RunNotFoundError
-from freemodels.records import RunInfo
+from freemodels.records import ProbeSpec, RunInfo
+from freemodels.scheduler import PlanOutcome
 from freemodels.settings import Settings, load_settings
 from freemodels.suite import SUITE_VERSION, TASKS, build_suite
 from tasks.analyze_failures import CandidateOutcome, analyze_failures_task
-from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task
+from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpriced_as_free
 from tasks.filter_free import families, filter_free_task
-from tasks.plan_probes import plan_probes_task
+from tasks.plan_probes import ProbePlan, plan_probes_task
 from tasks.rank import rank_task
-from tasks.render import render_task
+from tasks.render import RenderOutcome, render_task
 from tasks.store import store_task
-from tasks.test_by_family import FamilyContext, test_by_family_task
+from tasks.test_by_family import FamilyContext, test_by_family_task, test_family
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,82 @@ def _flow_run_name() -> str:
     return f"{datetime.now(UTC):%Y-%m-%d}-{source.replace('_', '-')}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunParameters:
+    """The parameters of one discovery (the flow's parameters; the API key is never one)."""
+
+    source: str = "auto"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    scenario: str | None = None
+    seed: int | None = None
+    budget: int | None = None
+    candidates: str | None = None
+    resume: bool = False
+    max_models: int | None = None
+    requests_per_minute: int | None = None
+    data_dir: str | None = None
+    docs_dir: str | None = None
+    commit_docs: bool = False
+    suite: str = "standard"
+
+    def resumed_from(self, stored: Mapping[str, object]) -> RunParameters:
+        """Fill what this call left unset from the parameters stored with the run being resumed."""
+        keys = ("source", "base_url", "api_key_env", "scenario", "seed", "max_models", "requests_per_minute")
+        updates: dict[str, object] = {}
+        for key in keys:
+            mine = getattr(self, key)
+            if (mine is None or (key == "source" and mine == "auto")) and stored.get(key) is not None:
+                updates[key] = stored[key]
+        return replace(self, **updates)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """The pipeline's steps: Prefect tasks in the flow, their plain functions without Prefect."""
+
+    fetch_catalog: Callable[..., Awaitable[tuple[pl.DataFrame, datetime]]]
+    fetch_quota: Callable[..., Awaitable[KeyInfo | None]]
+    filter_free: Callable[..., pl.DataFrame]
+    plan_probes: Callable[..., ProbePlan]
+    test_family: Callable[[str, Sequence[ProbeSpec], FamilyContext], Awaitable[PlanOutcome]]
+    analyze: Callable[..., pl.DataFrame]
+    rank: Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
+    store: Callable[..., pl.DataFrame]
+    render: Callable[..., RenderOutcome]
+
+
+def _prefect_test_family(
+    family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
+) -> Awaitable[PlanOutcome]:
+    return test_by_family_task.with_options(task_run_name=f"test-{family}")(family, specs, ctx)
+
+
+PREFECT_STEPS = Steps(
+    fetch_catalog=fetch_catalog_task,
+    fetch_quota=fetch_quota_task,
+    filter_free=filter_free_task,
+    plan_probes=plan_probes_task,
+    test_family=_prefect_test_family,
+    analyze=analyze_failures_task,
+    rank=rank_task,
+    store=store_task,
+    render=render_task,
+)
+
+PLAIN_STEPS = Steps(
+    fetch_catalog=fetch_catalog_task.fn,
+    fetch_quota=fetch_quota_task.fn,
+    filter_free=filter_free_task.fn,
+    plan_probes=plan_probes_task.fn,
+    test_family=test_family,
+    analyze=analyze_failures_task.fn,
+    rank=rank_task.fn,
+    store=store_task.fn,
+    render=render_task.fn,
+)
+
+
 @flow(
     name="discovery",
     flow_run_name=_flow_run_name,
@@ -127,43 +207,89 @@ async def discovery(
     suite: str = "standard",
 ) -> RunSummary:
     """Run one discovery. Parameters override settings; the API key never is a parameter."""
-    logger = get_run_logger()
-    if suite != "standard":
-        raise ConfigError(f"unknown suite {suite!r}; the only suite is 'standard'")
-    settings = load_settings(
-        source=base_url or source,
-        sandbox_scenario=scenario,
-        sandbox_seed=seed,
+    params = RunParameters(
+        source=source,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        scenario=scenario,
+        seed=seed,
+        budget=budget,
+        candidates=candidates,
+        resume=resume,
+        max_models=max_models,
         requests_per_minute=requests_per_minute,
         data_dir=data_dir,
         docs_dir=docs_dir,
-        max_models=max_models,
+        commit_docs=commit_docs,
+        suite=suite,
     )
-    cand_ids = read_candidates(Path(candidates)) if candidates else []
+    return await execute(params, steps=PREFECT_STEPS, logger=get_run_logger(), flow_run_id=flow_run.id)
+
+
+async def run_without_prefect(params: RunParameters) -> RunSummary:
+    """The same pipeline with the plain step functions: no Prefect server, task runs or artifacts.
+
+    Used to measure what orchestration costs (bench/bench_orchestration.py).
+    """
+    return await execute(params, steps=PLAIN_STEPS, logger=logging.getLogger("discovery"), flow_run_id=None)
+
+
+def _settings_for(params: RunParameters) -> Settings:
+    return load_settings(
+        source=params.base_url or params.source,
+        sandbox_scenario=params.scenario,
+        sandbox_seed=params.seed,
+        requests_per_minute=params.requests_per_minute,
+        data_dir=params.data_dir,
+        docs_dir=params.docs_dir,
+        max_models=params.max_models,
+    )
+
+
+async def execute(
+    params: RunParameters,
+    *,
+    steps: Steps,
+    logger: logging.Logger | logging.LoggerAdapter,
+    flow_run_id: str | None,
+) -> RunSummary:
+    """Run one discovery with the given steps."""
+    if params.suite != "standard":
+        raise ConfigError(f"unknown suite {params.suite!r}; the only suite is 'standard'")
+    settings = _settings_for(params)
 
     # ---- the run id: new, or the latest unfinished one -------------------------------------------
     runs_dir = settings.runs_dir
     previous_info: RunInfo | None = None
-    if resume:
+    if params.resume:
         run_id = storage.latest_unfinished_run(runs_dir)
         if run_id is None:
             raise RunNotFoundError(f"no unfinished run to resume in {runs_dir}")
         previous_info = storage.read_run_info(storage.run_dir(runs_dir, run_id))
+        stored = json.loads(previous_info.settings_json or "{}").get("parameters", {})
+        params = params.resumed_from(stored)
+        settings = _settings_for(params)
         logger.info("Resuming run %s", run_id)
     else:
         run_id = storage.new_run_id(datetime.now(UTC))
+    cand_ids = read_candidates(Path(params.candidates)) if params.candidates else []
     folder = storage.run_dir(runs_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
 
-    with open_source(settings, api_key_env=api_key_env) as src:
-        info = _start_info(run_id, src, settings, previous_info)
+    with open_source(settings, api_key_env=params.api_key_env) as src:
+        info = _start_info(run_id, src, settings, params, previous_info, flow_run_id)
         storage.write_run_info(folder, info)
-        summary = await _run(settings, src, info, folder, budget, cand_ids, commit_docs)
-    return summary
+        return await _run(settings, src, info, folder, params, cand_ids, steps, logger)
 
 
-def _start_info(run_id: str, src: ResolvedSource, settings: Settings, previous: RunInfo | None) -> RunInfo:
-    flow_run_id = flow_run.id
+def _start_info(
+    run_id: str,
+    src: ResolvedSource,
+    settings: Settings,
+    params: RunParameters,
+    previous: RunInfo | None,
+    flow_run_id: str | None,
+) -> RunInfo:
     now = datetime.now(UTC)
     settings_json = json.dumps(
         {
@@ -174,6 +300,15 @@ def _start_info(run_id: str, src: ResolvedSource, settings: Settings, previous: 
             "samples_per_task": settings.samples_per_task,
             "probe_deadline_s": settings.probe_deadline_s,
             "sandbox_seed": settings.sandbox_seed if src.kind == "sandbox" else None,
+            "parameters": {
+                "source": params.source,
+                "base_url": params.base_url,
+                "api_key_env": params.api_key_env,
+                "scenario": str(Path(params.scenario).resolve()) if params.scenario else None,
+                "seed": params.seed,
+                "max_models": params.max_models,
+                "requests_per_minute": params.requests_per_minute,
+            },
         },
         sort_keys=True,
     )
@@ -181,7 +316,7 @@ def _start_info(run_id: str, src: ResolvedSource, settings: Settings, previous: 
         return replace(
             previous,
             status="running",
-            prefect_flow_run_id=flow_run_id or previous.prefect_flow_run_id,
+            prefect_flow_run_id=str(flow_run_id) if flow_run_id else previous.prefect_flow_run_id,
         )
     return RunInfo(
         run_id=run_id,
@@ -189,7 +324,7 @@ def _start_info(run_id: str, src: ResolvedSource, settings: Settings, previous: 
         source=src.kind,
         base_url=src.base_url,
         status="running",
-        prefect_flow_run_id=flow_run_id,
+        prefect_flow_run_id=str(flow_run_id) if flow_run_id else None,
         suite_version=SUITE_VERSION,
         settings_json=settings_json,
         notes=list(src.notes),
@@ -201,17 +336,23 @@ async def _run(
     src: ResolvedSource,
     info: RunInfo,
     folder: Path,
-    budget: int | None,
+    params: RunParameters,
     cand_ids: list[str],
-    commit_docs: bool,
+    steps: Steps,
+    logger: logging.Logger | logging.LoggerAdapter,
 ) -> RunSummary:
-    logger = get_run_logger()
     run_id = info.run_id
     async with src.client() as client:
-        catalog, fetched_at = await fetch_catalog_task(
+        catalog, fetched_at = await steps.fetch_catalog(
             client, origin=src.base_url, timeout_s=settings.catalog_timeout_s
         )
-        quota_before = await fetch_quota_task(client)
+        if src.kind == "base_url":
+            catalog, unpriced = mark_unpriced_as_free(catalog)
+            if unpriced:
+                src.note("The server lists no prices: every model it serves counts as free.")
+        quota_before = await steps.fetch_quota(client)
+        if quota_before is None and src.kind != "sandbox":
+            src.note("The server has no /key endpoint: the daily quota is unknown, no budget applies.")
         info = replace(
             info,
             catalog_fetched_at=fetched_at,
@@ -221,14 +362,14 @@ async def _run(
             quota_limit=quota_before.daily_limit if quota_before else info.quota_limit,
         )
         storage.write_table(folder / "catalog.parquet", catalog)
-        free = filter_free_task(catalog, settings.max_models)
+        free = steps.filter_free(catalog, settings.max_models)
         fams = families(free)
         logger.info("Catalog: %d models, %d free in %d families", catalog.height, free.height, len(fams))
 
         done_probes = storage.read_probe_checkpoints(folder)
         done_keys = storage.completed_probe_keys(done_probes)
-        effective_budget = src.daily_budget(budget, quota_before)
-        plan = plan_probes_task(free, list(TASKS), settings.samples_per_task, effective_budget, done_keys)
+        effective_budget = src.daily_budget(params.budget, quota_before)
+        plan = steps.plan_probes(free, list(TASKS), settings.samples_per_task, effective_budget, done_keys)
         logger.info(
             "Plan: %d probes to send over %d models; %d models untested for lack of quota; "
             "%d probes already done",
@@ -257,12 +398,9 @@ async def _run(
                 cost_guard=src.kind == "openrouter",
             )
             outcomes = await asyncio.gather(
-                *(
-                    test_by_family_task.with_options(task_run_name=f"test-{family}")(family, specs, ctx)
-                    for family, specs in sorted(by_family.items())
-                )
+                *(steps.test_family(family, specs, ctx) for family, specs in sorted(by_family.items()))
             )
-        quota_after = await fetch_quota_task(client)
+        quota_after = await steps.fetch_quota(client)
 
     unsent = [spec for outcome in outcomes for spec in outcome.unsent]
     quota_exhausted = any(outcome.quota_exhausted for outcome in outcomes)
@@ -278,8 +416,8 @@ async def _run(
         failure, suggestions = classify_candidate(cid, catalog_ids)
         candidate_outcomes.append(CandidateOutcome(cid, failure, tuple(suggestions)))
 
-    results = analyze_failures_task(all_probes, free, run_id, untested, candidate_outcomes)
-    results, rotation = rank_task(results, catalog, run_id, settings.min_samples_for_tier, all_probes)
+    results = steps.analyze(all_probes, free, run_id, untested, candidate_outcomes)
+    results, rotation = steps.rank(results, catalog, run_id, settings.min_samples_for_tier, all_probes)
 
     status = "partial" if (quota_exhausted or unsent or plan.untested) else "completed"
     info = replace(
@@ -288,10 +426,17 @@ async def _run(
         finished_at=datetime.now(UTC),
         quota_after=quota_after.daily_remaining if quota_after else None,
     )
-    store_task(settings.database, folder, info, all_probes, results, rotation, catalog)
-    rendered = render_task(settings.database, settings.docs_dir, run_id)
+    if (
+        src.kind == "base_url"
+        and not all_probes.is_empty()
+        and all_probes.get_column("completion_tokens").is_null().all()
+    ):
+        src.note("The server reports no token usage in its streams: token counts are unknown.")
+    info = replace(info, notes=list(dict.fromkeys([*info.notes, *src.notes])))
+    steps.store(settings.database, folder, info, all_probes, results, rotation, catalog)
+    rendered = steps.render(settings.database, settings.docs_dir, run_id)
     documents = rendered.paths
-    if commit_docs:
+    if params.commit_docs:
         from flows.docs_commit import commit_docs as do_commit
 
         do_commit(settings.docs_dir, run_date=info.started_at.date().isoformat())

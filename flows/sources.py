@@ -36,6 +36,11 @@ class ResolvedSource:
     default_daily: int | None
     notes: list[str] = field(default_factory=list)
 
+    def note(self, text: str) -> None:
+        """Record something the reports must say about this source (once)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     def client(self) -> httpx.AsyncClient:
         return build_http_client(self.settings, base_url=self.base_url, api_key=self.api_key)
 
