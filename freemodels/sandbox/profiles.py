@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freemodels.errors import ScenarioError
-from freemodels.sandbox.catalog import Catalog, SandboxModel
+from freemodels.sandbox.catalog import Catalog, SandboxModel, build_catalog
 from freemodels.sandbox.scenario import Behavior, Fault, ModelSpec, Scenario, UsageChunk
 
 DEFAULT_SEED = 20261101
@@ -100,8 +100,12 @@ def resolve_profiles(catalog: Catalog, scenario: Scenario, seed: int) -> dict[st
 
 
 def default_profiles(catalog: Catalog, seed: int) -> dict[str, Profile]:
-    """The seed's profiles for every listed model (before any scenario)."""
-    failing = _failure_assignment(catalog, seed)
+    """The seed's profiles for every listed model (before any scenario).
+
+    Which models fail is decided on the shipped catalog, not on the scenario-changed one, so that
+    removing or adding models in a scenario changes nothing else about the other models.
+    """
+    failing = _failure_assignment(build_catalog(), seed)
     profiles: dict[str, Profile] = {}
     for model in catalog.models.values():
         rng = random.Random(f"{seed}:{model.id}")
