@@ -124,7 +124,8 @@ def test_candidates_are_checked_without_sending(tmp_path: Path, fast_env: None) 
         model_id: (verdict, cause, suggestion)
         for model_id, verdict, cause, suggestion in rows(
             db,
-            "select model_id, verdict, root_cause, suggestion from model_results where verdict = 'not_listed'",
+            "select model_id, verdict, root_cause, suggestion from model_results "
+            "where verdict = 'not_listed'",
         )
     }
     assert got["llama-3.3-8b"][0:2] == ("not_listed", "wrong_model_id")
