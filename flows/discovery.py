@@ -147,6 +147,7 @@ class Steps:
     rank: Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
     store: Callable[..., pl.DataFrame]
     render: Callable[..., RenderOutcome]
+    in_prefect: bool = False  # inside a flow run: tag it, publish artifacts, emit alert events
 
 
 def _prefect_test_family(
@@ -165,6 +166,7 @@ PREFECT_STEPS = Steps(
     rank=rank_task,
     store=store_task,
     render=render_task,
+    in_prefect=True,
 )
 
 PLAIN_STEPS = Steps(
@@ -342,6 +344,11 @@ async def _run(
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> RunSummary:
     run_id = info.run_id
+    in_prefect = steps.in_prefect and bool(flow_run.id)
+    if in_prefect:
+        from flows.artifacts import label_flow_run
+
+        await label_flow_run(info.source, run_date=info.started_at.date())
     async with src.client() as client:
         catalog, fetched_at = await steps.fetch_catalog(
             client, origin=src.base_url, timeout_s=settings.catalog_timeout_s
@@ -436,6 +443,17 @@ async def _run(
     steps.store(settings.database, folder, info, all_probes, results, rotation, catalog)
     rendered = steps.render(settings.database, settings.docs_dir, run_id)
     documents = rendered.paths
+    if in_prefect:
+        from flows.alerts import emit_lost_models, previous_rotation_of
+        from flows.artifacts import publish_artifacts
+
+        await publish_artifacts(rendered.summary_markdown, rendered.tiers, run_id)
+        previous = previous_rotation_of(settings.database, run_id)
+        lost = emit_lost_models(previous, results, catalog, run_id=run_id, source=info.source)
+        for model in lost:
+            logger.warning(
+                "Lost from the previous rotation: %s (%s: %s)", model.model_id, model.reason, model.detail
+            )
     if params.commit_docs:
         from flows.docs_commit import commit_docs as do_commit
 

@@ -1,0 +1,97 @@
+"""The ``monthly`` deployment of the ``discovery`` flow, served by one long-running process.
+
+``discovery serve`` (started in the background by ``discovery up``) registers the deployment
+``discovery/monthly`` with the Prefect server named by ``PREFECT_API_URL`` and then polls it for runs:
+the cron schedule ``0 6 1 * *`` in UTC (06:00 on the first of every month) and runs started by hand
+(``prefect deployment run discovery/monthly``, or "Run" in the UI). Each run executes in a child process
+that inherits this process's environment and working directory, so relative ``data/`` and ``docs/``
+resolve against the folder the serve process was started in.
+
+Why ``flow.serve`` and not a work pool with a worker: on one machine it is one process instead of three
+parts (pool, ``prefect deploy`` from a ``prefect.yaml``, worker) that must be kept in step; the
+deployment's definition lives in this module, next to the flow and versioned with it, so nothing can
+drift; and there is no code-pulling step that could fail at run time. Scaling out later (one deployment
+per account on several machines) is what a process work pool is for; the flow does not change for it.
+
+Restarts do not lose the schedule: the schedule is stored by the server (in its database) and this
+process re-applies the same deployment, schedule slug included, every time it starts, keeping whether
+the deployment is paused (a deployment paused in the UI stays paused across restarts).
+``pause_on_shutdown=False`` keeps the schedule active while the process is stopped, so a run that falls
+due meanwhile waits as *Late* and starts as soon as the process is back. ``limit=1``: one discovery at a
+time (runs share one DuckDB file and one account's quota).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from freemodels.errors import ConfigError
+
+DEPLOYMENT_NAME = "monthly"
+CRON = "0 6 1 * *"
+TIMEZONE = "UTC"
+SCHEDULE_SLUG = "monthly-0600-utc"
+DEPLOYMENT_TAGS = ("discovery",)
+DESCRIPTION = (
+    "Monthly discovery of the free models on OpenRouter (or the sandbox without a key): probes, "
+    "tiers, rotation, DuckDB history and the reports in docs/."
+)
+
+
+def deployment_parameters(
+    *, source: str = "auto", suite: str = "standard", budget: int | None = None, commit_docs: bool = False
+) -> dict[str, Any]:
+    """The deployment's default parameters (each can be overridden per run with ``--param``)."""
+    return {"source": source, "suite": suite, "budget": budget, "commit_docs": commit_docs}
+
+
+def monthly_schedule():  # -> prefect.schedules.Schedule
+    """Cron ``0 6 1 * *`` in UTC, with a fixed slug so that re-applying updates it in place."""
+    from prefect.schedules import Cron
+
+    return Cron(CRON, timezone=TIMEZONE, slug=SCHEDULE_SLUG)
+
+
+def _paused_now(flow_name: str) -> bool:
+    """Whether the deployment is paused on the server now (False when it does not exist yet)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return bool(client.read_deployment_by_name(f"{flow_name}/{DEPLOYMENT_NAME}").paused)
+        except ObjectNotFound:
+            return False
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"cannot reach the Prefect server at {client.api_url}: {exc}") from None
+
+
+def serve(
+    *, source: str = "auto", suite: str = "standard", budget: int | None = None, commit_docs: bool = False
+) -> None:
+    """Register ``discovery/monthly`` and serve it until interrupted (SIGINT or SIGTERM)."""
+    from flows.runner import configure_prefect
+
+    configure_prefect()
+    from prefect.deployments.runner import EntrypointType
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ConfigError(
+            "discovery serve needs a Prefect server: set PREFECT_API_URL (for example "
+            "http://127.0.0.1:4200/api), or start both with `discovery up`"
+        )
+    from flows.discovery import discovery
+
+    discovery.serve(
+        name=DEPLOYMENT_NAME,
+        schedules=[monthly_schedule()],
+        parameters=deployment_parameters(source=source, suite=suite, budget=budget, commit_docs=commit_docs),
+        tags=list(DEPLOYMENT_TAGS),
+        description=DESCRIPTION,
+        paused=_paused_now(discovery.name),
+        pause_on_shutdown=False,
+        limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )

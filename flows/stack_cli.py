@@ -1,0 +1,278 @@
+"""Subcommands ``serve``, ``up``, ``down`` and ``status`` of the ``discovery`` command line.
+
+``flows/cli.py`` calls :func:`register` with its subparsers. Prefect is imported only when a command
+runs, so ``discovery --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flows.stack import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STACK_DIR,
+    DEFAULT_START_TIMEOUT_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    DEPLOYMENT_NAME,
+    FLOW_NAME,
+    SERVE,
+    SERVER,
+    DeploymentDefaults,
+    StackConfig,
+    StackPaths,
+    StackState,
+    stack_status,
+    start_stack,
+    stop_stack,
+)
+
+
+def _count(text: str, *, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number of at least {minimum}, got {value}")
+    return value
+
+
+def _budget(text: str) -> int:
+    return _count(text, minimum=0)
+
+
+def _port(text: str) -> int:
+    value = _count(text, minimum=0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return value
+
+
+def _add_deployment_defaults(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        choices=["auto", "sandbox", "openrouter"],
+        default="auto",
+        help="default source of the deployment's runs (default: auto = openrouter with a key, else sandbox)",
+    )
+    parser.add_argument(
+        "--suite", default="standard", help="default probe suite of the runs (default: standard)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_budget,
+        help="default request budget per run (default: the remaining daily quota)",
+    )
+    parser.add_argument(
+        "--commit-docs",
+        action="store_true",
+        help="make runs commit docs/ with git by default (only docs/, never pushes)",
+    )
+
+
+def _defaults(args: argparse.Namespace) -> DeploymentDefaults:
+    return DeploymentDefaults(
+        source=args.source, suite=args.suite, budget=args.budget, commit_docs=args.commit_docs
+    )
+
+
+def _stack_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stack-dir",
+        type=Path,
+        default=DEFAULT_STACK_DIR,
+        help="folder of the stack's state, Prefect database and logs (default: .stack)",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Register discovery/monthly and serve it in the foreground."""
+    from flows.serve import serve
+
+    defaults = _defaults(args)
+    serve(
+        source=defaults.source,
+        suite=defaults.suite,
+        budget=defaults.budget,
+        commit_docs=defaults.commit_docs,
+    )
+    return 0
+
+
+def how_to_use(state: StackState) -> str:
+    """The lines a user needs once the stack is up."""
+    return "\n".join(
+        [
+            f"Prefect UI:  {state.ui_url}",
+            f"Reports:     {state.docs_dir}",
+            f"Data:        {state.data_dir}",
+            "",
+            "Run a discovery now and wait for it:",
+            f"  export PREFECT_API_URL={state.api_url}",
+            f"  uv run prefect deployment run {FLOW_NAME}/{DEPLOYMENT_NAME} --watch",
+            "",
+            "Stop the stack:  uv run discovery down",
+        ]
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the Prefect server and the serve process in the background."""
+    from freemodels.settings import load_settings
+
+    project_dir = Path.cwd().resolve()
+    settings = load_settings()
+    config = StackConfig(
+        paths=StackPaths.at(args.stack_dir),
+        project_dir=project_dir,
+        data_dir=(project_dir / settings.data_dir).resolve(),
+        docs_dir=(project_dir / settings.docs_dir).resolve(),
+        host=args.host,
+        port=args.port,
+        defaults=_defaults(args),
+        timeout_s=args.timeout,
+    )
+    print(f"Starting the Prefect server and the serve process (state in {config.paths.root}) ...")
+    result = start_stack(config)
+    state = result.state
+    if result.already_up:
+        print("The stack is already up.")
+    else:
+        server, serve = state.process(SERVER), state.process(SERVE)
+        assert server is not None and serve is not None
+        print(f"Prefect server on {state.ui_url}: pid {server.pid}, ready in {result.server_ready_s:.1f} s")
+        print(f"  log: {server.log}")
+        print(
+            f"Serve process for {FLOW_NAME}/{DEPLOYMENT_NAME} (cron 0 6 1 * *, UTC): "
+            f"pid {serve.pid}, ready in {result.serve_ready_s:.1f} s"
+        )
+        print(f"  log: {serve.log}")
+    print()
+    print(how_to_use(state))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the processes that `discovery up` started."""
+    paths = StackPaths.at(args.stack_dir)
+    outcomes = stop_stack(paths, timeout_s=args.timeout)
+    if not outcomes:
+        print(f"Nothing to stop: no stack recorded in {paths.root}")
+        return 0
+    for name, pid, what in outcomes:
+        print(f"{name} (pid {pid}): {what}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show whether the stack runs; exit 0 when it is up and healthy, 1 otherwise."""
+    paths = StackPaths.at(args.stack_dir)
+    status = stack_status(paths)
+    if status.state is None:
+        print(f"down: no stack recorded in {paths.root}")
+        return 1
+    state = status.state
+    if args.env:
+        print(f"export PREFECT_API_URL={state.api_url}")
+        return 0
+    for record in state.processes:
+        running = "running" if status.running.get(record.name) else "not running"
+        print(f"{record.name}: pid {record.pid}, {running} (log: {record.log})")
+    print(f"API {state.api_url}: {'healthy' if status.server_healthy else 'not answering'}")
+    deployment = status.deployment
+    if deployment is not None:
+        print(
+            f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: status {deployment.get('status')}, "
+            f"paused {deployment.get('paused')}, last polled {deployment.get('last_polled')}"
+        )
+    up = all(status.running.values()) and status.server_healthy and deployment is not None
+    print()
+    print(how_to_use(state) if up else "The stack is not fully up: run `uv run discovery down` then `up`.")
+    return 0 if up else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# parser
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve``, ``up``, ``down`` and ``status`` to the ``discovery`` command line."""
+    serve = sub.add_parser(
+        "serve",
+        help="serve the discovery/monthly deployment (foreground; needs PREFECT_API_URL)",
+        description=(
+            "Register the deployment discovery/monthly (cron 0 6 1 * *, UTC) with the Prefect server "
+            "named by PREFECT_API_URL and run its flow runs until interrupted. Runs start in this "
+            "folder: relative data/ and docs/ resolve here. `discovery up` starts this in the "
+            "background together with a local server."
+        ),
+    )
+    _add_deployment_defaults(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    up = sub.add_parser(
+        "up",
+        help="start a local Prefect server and the serve process in the background",
+        description=(
+            "Start a Prefect server on loopback (SQLite under --stack-dir, analytics off, no internet "
+            "needed) and the serve process of discovery/monthly, wait until both are healthy, and "
+            "print the UI address. Run it from the project folder: runs write data/ and docs/ there "
+            "(or to $DISCOVERY_DATA_DIR / $DISCOVERY_DOCS_DIR). Already up: says so."
+        ),
+    )
+    up.add_argument("--host", default=DEFAULT_HOST, help="loopback address to bind (default: 127.0.0.1)")
+    up.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT}; 0 = any)"
+    )
+    up.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_START_TIMEOUT_S,
+        help=f"seconds to wait for each process to be ready (default: {DEFAULT_START_TIMEOUT_S:.0f})",
+    )
+    _add_deployment_defaults(up)
+    _stack_dir(up)
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser(
+        "down",
+        help="stop the processes that `discovery up` started",
+        description=(
+            "Stop the serve process and the Prefect server recorded by `discovery up` (by pid, with "
+            "their process groups): SIGTERM, then SIGKILL after --timeout. Processes already gone are "
+            "reported and forgotten. The Prefect database stays, with the history and the schedule."
+        ),
+    )
+    down.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_STOP_TIMEOUT_S,
+        help=f"seconds to wait after SIGTERM (default: {DEFAULT_STOP_TIMEOUT_S:.0f})",
+    )
+    _stack_dir(down)
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser(
+        "status",
+        help="show whether the local stack runs (exit 1 when it is not up)",
+        description="Show the recorded processes, the API's health and the deployment's state.",
+    )
+    status.add_argument("--env", action="store_true", help="print only the `export PREFECT_API_URL=...` line")
+    _stack_dir(status)
+    status.set_defaults(func=cmd_status)

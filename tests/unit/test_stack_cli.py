@@ -1,0 +1,99 @@
+"""The serve/up/down/status commands and the deployment's definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows import serve as serve_module
+from flows.cli import build_parser, main
+from flows.stack import ProcessRecord, StackPaths, StackState, save_state
+from flows.stack_cli import how_to_use
+
+
+def test_up_flags_parse_into_deployment_defaults() -> None:
+    args = build_parser().parse_args(
+        ["up", "--port", "0", "--source", "sandbox", "--budget", "12", "--commit-docs", "--stack-dir", "/x"]
+    )
+    assert (args.port, args.source, args.suite, args.budget, args.commit_docs) == (
+        0,
+        "sandbox",
+        "standard",
+        12,
+        True,
+    )
+    assert args.stack_dir == Path("/x")
+    assert args.func.__name__ == "cmd_up"
+
+
+@pytest.mark.parametrize(
+    "argv", [["up", "--port", "70000"], ["up", "--budget", "-1"], ["down", "--timeout", "0"]]
+)
+def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected" in err or "at most" in err
+
+
+def test_down_without_a_stack_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["down", "--stack-dir", str(tmp_path / "none")]) == 0
+    assert "Nothing to stop" in capsys.readouterr().out
+
+
+def test_status_without_a_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--stack-dir", str(tmp_path / "none")]) == 1
+    assert "down: no stack recorded" in capsys.readouterr().out
+
+
+def test_status_env_prints_the_export_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = StackPaths.at(tmp_path / "stack")
+    save_state(paths, StackState("127.0.0.1", 4999, "/p", "/p/data", "/p/docs", "t", []))
+    assert main(["status", "--env", "--stack-dir", str(paths.root)]) == 0
+    assert capsys.readouterr().out.strip() == "export PREFECT_API_URL=http://127.0.0.1:4999/api"
+
+
+def test_status_of_a_dead_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = StackPaths.at(tmp_path / "stack")
+    dead = ProcessRecord("server", 2**22 + 7, None, ["x"], "server.log")
+    save_state(paths, StackState("127.0.0.1", 1, "/p", "/p/data", "/p/docs", "t", [dead]))
+    assert main(["status", "--stack-dir", str(paths.root)]) == 1
+    out = capsys.readouterr().out
+    assert "server: pid 4194311, not running" in out
+    assert "not fully up" in out
+
+
+def test_how_to_use_names_the_ui_the_export_line_and_the_run_command() -> None:
+    text = how_to_use(StackState("127.0.0.1", 4200, "/p", "/p/data", "/p/docs", "t", []))
+    assert "Prefect UI:  http://127.0.0.1:4200" in text
+    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in text
+    assert "prefect deployment run discovery/monthly --watch" in text
+    assert "/p/docs" in text
+
+
+def test_deployment_is_monthly_at_six_utc_with_a_stable_slug() -> None:
+    schedule = serve_module.monthly_schedule()
+    assert schedule.cron == "0 6 1 * *"
+    assert schedule.timezone == "UTC"
+    assert schedule.slug == serve_module.SCHEDULE_SLUG
+    assert serve_module.DEPLOYMENT_NAME == "monthly"
+
+
+def test_deployment_parameters_cover_source_suite_and_budget() -> None:
+    assert serve_module.deployment_parameters() == {
+        "source": "auto",
+        "suite": "standard",
+        "budget": None,
+        "commit_docs": False,
+    }
+    assert serve_module.deployment_parameters(source="sandbox", budget=5)["budget"] == 5
+
+
+def test_serve_without_a_prefect_server_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    assert main(["serve"]) == 2
+    assert "needs a Prefect server" in capsys.readouterr().err
