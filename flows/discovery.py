@@ -401,7 +401,7 @@ async def _run(
                 run_id=run_id,
                 on_result=checkpoint.add,
                 attempt_offset=attempt_offset,
-                semaphore=asyncio.Semaphore(settings.max_concurrency),
+                semaphore=asyncio.Semaphore(src.max_concurrency),
                 cost_guard=src.kind == "openrouter",
             )
             outcomes = await asyncio.gather(
@@ -439,6 +439,12 @@ async def _run(
         and all_probes.get_column("completion_tokens").is_null().all()
     ):
         src.note("The server reports no token usage in its streams: token counts are unknown.")
+    if (
+        src.kind == "base_url"
+        and not all_probes.is_empty()
+        and all_probes.get_column("server_ttft_ms").is_null().all()
+    ):
+        src.note("The server reports no timings of its own: only the timings measured here are shown.")
     info = replace(info, notes=list(dict.fromkeys([*info.notes, *src.notes])))
     steps.store(settings.database, folder, info, all_probes, results, rotation, catalog)
     rendered = steps.render(settings.database, settings.docs_dir, run_id)

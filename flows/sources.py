@@ -34,6 +34,7 @@ class ResolvedSource:
     api_key: str | None
     requests_per_minute: int
     default_daily: int | None
+    max_concurrency: int
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -75,6 +76,7 @@ def open_source(settings: Settings, *, api_key_env: str | None = None) -> Iterat
                 api_key=settings.resolved_api_key() or SANDBOX_PLACEHOLDER_KEY,
                 requests_per_minute=settings.requests_per_minute or server.requests_per_minute,
                 default_daily=None,
+                max_concurrency=settings.max_concurrency,
                 notes=["Sandbox data: simulated models served by the built-in sandbox, not OpenRouter."],
             )
         return
@@ -89,6 +91,7 @@ def open_source(settings: Settings, *, api_key_env: str | None = None) -> Iterat
             api_key=key,
             requests_per_minute=settings.requests_per_minute or OPENROUTER_FREE_RPM,
             default_daily=OPENROUTER_DEFAULT_DAILY,
+            max_concurrency=settings.max_concurrency,
         )
         return
     key = read_env_secret(api_key_env) if api_key_env else None
@@ -101,4 +104,7 @@ def open_source(settings: Settings, *, api_key_env: str | None = None) -> Iterat
         api_key=key,
         requests_per_minute=settings.requests_per_minute or BASE_URL_DEFAULT_RPM,
         default_daily=None,
+        # A self-hosted server often answers one request at a time: concurrent probes would measure
+        # queueing, not the model. One at a time unless DISCOVERY_MAX_CONCURRENCY says otherwise.
+        max_concurrency=(settings.max_concurrency if "max_concurrency" in settings.model_fields_set else 1),
     )
