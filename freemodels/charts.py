@@ -27,6 +27,8 @@ from matplotlib.figure import Figure  # after choosing the backend
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
+from freemodels.mdsafe import neutralise
+
 _RC = {
     "svg.hashsalt": "free-model-discovery",
     "svg.fonttype": "none",
@@ -80,7 +82,7 @@ def _svg(fig: Figure) -> str:
 
 
 def _short(label: str) -> str:
-    text = " ".join(label.split())
+    text = neutralise(" ".join(label.split()))
     return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…"
 
 

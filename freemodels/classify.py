@@ -110,7 +110,7 @@ def _envelope_from(error: Mapping[str, object]) -> ErrorEnvelope:
     error_type = (
         _as_str(metadata.get("error_type"))
         or _as_str(error.get("type"))
-        or (raw_code.strip() if isinstance(raw_code, str) and code is None else None)
+        or (_as_str(raw_code) if code is None else None)
     )
     headers = metadata.get("headers")
     reset_ms = None
@@ -153,8 +153,11 @@ def _as_int(value: object) -> int | None:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 20:
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        # ASCII digits only: str.isdigit() also accepts "²" or "¹", which int() refuses.
+        if text.isascii() and text.isdigit() and len(text) < 20:
+            return int(text)
     return None
 
 

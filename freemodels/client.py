@@ -21,16 +21,25 @@ from freemodels.errors import SourceError
 from freemodels.secrets import redact
 from freemodels.settings import Settings
 
-DEFAULT_CATALOG_MAX_BYTES = 64_000_000
+DEFAULT_CATALOG_MAX_BYTES = 256_000_000
+"""Cap on a catalog download: today's entries average about 1.3 KB, so this allows some 200,000 models
+(a 100,000-model catalog is about 130 MB), while a runaway body is still cut off."""
 _KEY_INFO_MAX_BYTES = 1_000_000
+MIN_SCRUBBED_SECRET = 8  # shorter keys are not scrubbed from server text (see sent_secret)
 
 
 class _OriginBearerAuth(httpx.Auth):
     """``Authorization: Bearer <key>`` on requests to one origin only."""
 
     def __init__(self, api_key: str, origin: httpx.URL) -> None:
+        self._key = api_key
         self._header = f"Bearer {api_key}"
         self._origin = _origin_of(origin)
+
+    @property
+    def secret(self) -> str:
+        """The key itself, so that text from a server can be scrubbed of it (never log this)."""
+        return self._key
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(origin={self._origin!r})"
@@ -41,6 +50,19 @@ class _OriginBearerAuth(httpx.Auth):
         else:
             request.headers.pop("Authorization", None)
         yield request
+
+
+def sent_secret(client: httpx.AsyncClient) -> str | None:
+    """The API key ``client`` sends (from :func:`build_http_client`), or None.
+
+    Only for :func:`~freemodels.secrets.redact`: a server may echo the key in an error message, and
+    a key that does not look like OpenRouter's (``--api-key-env`` for any base URL) is not caught by
+    redaction patterns alone.
+    """
+    auth = client.auth
+    if not isinstance(auth, _OriginBearerAuth) or len(auth.secret) < MIN_SCRUBBED_SECRET:
+        return None  # masking every occurrence of a very short string would garble the text
+    return auth.secret
 
 
 def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -114,7 +136,7 @@ async def fetch_catalog_bytes(
     except httpx.HTTPError as exc:
         raise SourceError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
     if not 200 <= response.status_code < 300:
-        excerpt = redact(body[:300].decode("utf-8", "replace"))
+        excerpt = redact(body[:2000].decode("utf-8", "replace"), sent_secret(client))[:300]
         raise SourceError(f"GET {url} answered HTTP {response.status_code}: {excerpt}")
     return body
 

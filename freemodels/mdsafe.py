@@ -43,10 +43,19 @@ _LEADING_MARK = re.compile(r"^([-+=])")
 _LEADING_NUMBER = re.compile(r"^(\d+)([.)])")
 
 
+# C0/C1 controls, DEL and bidi overrides: terminal escapes, invisible text direction tricks, invalid XML.
+CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutralise(text: str) -> str:
+    """``text`` with control and bidi-override characters replaced by U+FFFD."""
+    return CONTROL_CHARS.sub("\ufffd", text)
+
+
 def _plain(value: object) -> str:
     if value is None:
         return ""
-    return _WHITESPACE.sub(" ", str(value)).strip()
+    return neutralise(_WHITESPACE.sub(" ", str(value)).strip())
 
 
 def _escape(text: str) -> str:

@@ -26,7 +26,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -42,6 +42,7 @@ from freemodels.classify import (
     rate_limit_scope,
     retry_hint_s,
 )
+from freemodels.client import sent_secret
 from freemodels.failures import Failure
 from freemodels.records import ProbeResult, ProbeSpec
 from freemodels.secrets import redact
@@ -52,9 +53,14 @@ from freemodels.suite import TaskInstance
 CHAT_PATH = "chat/completions"
 EXCERPT_CHARS = 200
 MESSAGE_CHARS = 500
+RAW_TEXT_CHARS = 2000  # server text kept before redaction; cut to its column's length only after it
 ERROR_BODY_MAX_BYTES = 1_000_000
 CACHE_STATUS_HEADER = "x-openrouter-cache-status"
 GENERATION_ID_HEADER = "x-generation-id"
+DRAIN_GRACE_S = 0.1
+"""After ``[DONE]``, how long to wait for the rest of the body (the chunked terminator) so the
+connection can go back to the pool; a body left unread makes httpx close the connection, and every
+probe would then pay a new TCP (and TLS) handshake."""
 
 
 class ProbeProtocolError(Exception):
@@ -124,6 +130,7 @@ class StreamState:
     done: bool = False  # saw [DONE]
     comments: int = 0
     events: int = 0
+    secret: str | None = field(default=None, repr=False)  # the key sent, to scrub from server text
 
     @property
     def content(self) -> str:
@@ -141,9 +148,9 @@ class StreamState:
         """Take in one ``chat.completion.chunk`` (or a whole non-streaming completion)."""
         self.events += 1
         if self.generation_id is None and isinstance(chunk.get("id"), str):
-            self.generation_id = str(chunk["id"])[:200]
+            self.generation_id = str(chunk["id"])[:RAW_TEXT_CHARS]
         if isinstance(chunk.get("provider"), str) and chunk["provider"]:
-            self.provider = str(chunk["provider"])[:200]
+            self.provider = str(chunk["provider"])[:RAW_TEXT_CHARS]
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
             self._take_usage(usage)
@@ -168,7 +175,7 @@ class StreamState:
                 self._take_delta(delta, t_ns)
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
-                self.finish_reason = reason[:50]
+                self.finish_reason = reason[:RAW_TEXT_CHARS]
 
     def _take_delta(self, delta: Mapping[str, object], t_ns: int) -> None:
         text = _text_of(delta.get("content"))
@@ -286,7 +293,8 @@ async def _consume_success(
     json_body = bytearray()
     first_ns: int | None = None
     last_ns: int | None = None
-    async for chunk in response.aiter_bytes():
+    chunks = response.aiter_bytes()
+    async for chunk in chunks:
         t_ns = clock_ns()  # stamped before any parsing
         if not chunk:
             continue
@@ -307,6 +315,7 @@ async def _consume_success(
             continue
         for item in parser.feed(chunk):
             if _handle_item(item, state, t_ns):
+                await _drain(chunks, max_bytes - received)
                 return
     if mode is None:
         raise InvalidStreamError("empty response body")
@@ -319,6 +328,22 @@ async def _consume_success(
             return
     if state.finish_reason is None and state.envelope is None:
         raise InvalidStreamError("stream ended before a finish_reason or [DONE]")
+
+
+async def _drain(chunks: AsyncIterator[bytes], budget: int) -> None:
+    """Read what follows ``[DONE]`` (normally only the end of the body) for up to ``DRAIN_GRACE_S``.
+
+    The answer is complete at this point: nothing read here is parsed or timed, and a server that
+    keeps sending, stalls or breaks the connection only costs the connection's reuse.
+    """
+    try:
+        async with asyncio.timeout(DRAIN_GRACE_S):
+            async for chunk in chunks:
+                budget -= len(chunk)
+                if budget < 0:
+                    return
+    except (TimeoutError, httpx.HTTPError, OSError):
+        return
 
 
 def _handle_item(item: SSEEvent | SSEComment | SSEParseError, state: StreamState, t_ns: int) -> bool:
@@ -336,12 +361,13 @@ def _handle_item(item: SSEEvent | SSEComment | SSEParseError, state: StreamState
     try:
         value = json.loads(item.data)
     except (ValueError, RecursionError):
-        raise InvalidStreamError(f"event is not valid JSON: {redact(item.data[:80])!r}") from None
+        excerpt = redact(item.data[:RAW_TEXT_CHARS], state.secret)[:80]
+        raise InvalidStreamError(f"event is not valid JSON: {excerpt!r}") from None
     if not isinstance(value, Mapping):
         return False
     if item.event == "error" and state.envelope is None:
         state.envelope = parse_error_envelope(value) or ErrorEnvelope(
-            message=redact(item.data[:MESSAGE_CHARS])
+            message=redact(item.data[:RAW_TEXT_CHARS], state.secret)[:MESSAGE_CHARS]
         )
     state.feed_chunk(value, t_ns)
     return False
@@ -398,7 +424,7 @@ async def probe_attempt(
     error_body = b""
     exception: BaseException | None = None
     deadline_hit = False
-    state = StreamState(t0_ns=clock_ns())
+    state = StreamState(t0_ns=clock_ns(), secret=sent_secret(client))
     try:
         async with asyncio.timeout(settings.probe_deadline_s):
             try:
@@ -416,7 +442,7 @@ async def probe_attempt(
             except _EXPECTED_ERRORS as exc:  # includes OSError, hence any stray TimeoutError
                 exception = exc
     except TimeoutError:  # only the deadline gets here: the inner handler takes every other one
-        deadline_hit = True
+        deadline_hit = not state.done  # after [DONE] the answer was complete in time
 
     if status is not None and not 200 <= status < 300:
         state.envelope = parse_error_envelope(error_body)
@@ -448,7 +474,9 @@ async def probe_attempt(
         http_status=status,
         failure=failure,
         passed=failure is None,
-        error_code="probe_deadline" if deadline_hit else error_code(failure, state.envelope, exception),
+        error_code="probe_deadline"
+        if deadline_hit
+        else _clean(error_code(failure, state.envelope, exception), 200, state.secret),
         message=_message(
             failure,
             state,
@@ -463,13 +491,13 @@ async def probe_attempt(
         total_ms=state.ms(state.last_content_ns),
         completion_tokens=state.completion_tokens,
         reasoning_tokens=state.reasoning_tokens,
-        finish_reason=state.finish_reason,
-        generation_id=generation_id[:200] if generation_id else None,
-        provider=state.provider,
-        cache_status=cache_status[:20] if cache_status else None,
+        finish_reason=_clean(state.finish_reason, 50, state.secret),
+        generation_id=_clean(generation_id, 200, state.secret),
+        provider=_clean(state.provider, 200, state.secret),
+        cache_status=_clean(cache_status, 20, state.secret),
         cost=state.cost,
         retry_after_s=round(retry_after, 3) if retry_after is not None else None,
-        reply_excerpt=_excerpt(content, reasoning),
+        reply_excerpt=_excerpt(content, reasoning, state.secret),
         server_ttft_ms=state.server_ttft_ms,
         server_total_ms=state.server_total_ms,
     )
@@ -504,11 +532,16 @@ async def probe_once(
     return outcome.result
 
 
-def _excerpt(content: str, reasoning: str) -> str | None:
+def _clean(text: str | None, limit: int, secret: str | None) -> str | None:
+    """Server-chosen text as stored: key-like strings and the key itself masked, then cut to ``limit``."""
+    return redact(text[:RAW_TEXT_CHARS], secret)[:limit] if text else None
+
+
+def _excerpt(content: str, reasoning: str, secret: str | None) -> str | None:
     if content.strip():
-        return redact(content.strip()[:EXCERPT_CHARS])
+        return _clean(content.strip(), EXCERPT_CHARS, secret)
     if reasoning.strip():
-        return redact("[reasoning only] " + reasoning.strip()[: EXCERPT_CHARS - 17])
+        return _clean("[reasoning only] " + reasoning.strip(), EXCERPT_CHARS, secret)
     return None
 
 
@@ -539,11 +572,11 @@ def _message(
             detail = str(exception).strip()
             parts.append(f"{type(exception).__name__}: {detail}" if detail else type(exception).__name__)
         elif error_body.strip():
-            parts.append(error_body[:MESSAGE_CHARS].decode("utf-8", "replace").strip())
+            parts.append(error_body[:RAW_TEXT_CHARS].decode("utf-8", "replace").strip())
     if state.cost:
         parts.append(f"non-zero cost reported: usage.cost={state.cost:g}")
     if cache_status and cache_status.strip().upper() == "HIT":
         parts.append("answered from OpenRouter's response cache (HIT): timings not comparable")
     if not parts:
         return None
-    return redact(" | ".join(parts))[:MESSAGE_CHARS]
+    return redact(" | ".join(parts), state.secret)[:MESSAGE_CHARS]

@@ -124,6 +124,7 @@ class SandboxState:
             and self.profiles[model_id].behavior is Behavior.OK
             and self.profiles[model_id].fault is Fault.NONE
             and self.profiles[model_id].replay is None
+            and self.profiles[model_id].redirect is None
         ]
         return self._router.choice(working) if working else None
 
@@ -286,6 +287,7 @@ class _Call:
     behavior: Behavior
     fault: Fault
     replay: Recording | None
+    redirect: str | None
     stream: bool
     max_tokens: int | None
     hide_reasoning: bool
@@ -353,10 +355,17 @@ def _make_call(state: SandboxState, body: dict[str, Any], model_id: str, model: 
     profile = state.profiles[model_id]
     behavior, fault = profile.behavior, profile.fault
     replay = state.recordings.get(model_id)
+    redirect = profile.redirect
     if profile.fail_first and nth > profile.fail_first:
-        behavior, fault, replay = Behavior.OK, Fault.NONE, None
+        behavior, fault, replay, redirect = Behavior.OK, Fault.NONE, None, None
     answer_model = model_id
-    if model_id == FREE_ROUTER_ID and behavior is Behavior.OK and fault is Fault.NONE and replay is None:
+    if (
+        model_id == FREE_ROUTER_ID
+        and behavior is Behavior.OK
+        and fault is Fault.NONE
+        and replay is None
+        and redirect is None
+    ):
         target = state.pick_free_target()
         if target is None:
             behavior = Behavior.NO_ENDPOINTS
@@ -400,6 +409,7 @@ def _make_call(state: SandboxState, body: dict[str, Any], model_id: str, model: 
         behavior=behavior,
         fault=fault,
         replay=replay,
+        redirect=redirect,
         stream=body.get("stream") is True,
         max_tokens=max_tokens,
         hide_reasoning=hide,
@@ -453,6 +463,8 @@ class _Composed:
 
 
 def _plan(state: SandboxState, call: _Call) -> _Plan:
+    if call.redirect is not None:
+        return _redirect_plan(call)
     if call.replay is not None:
         return _replay_plan(call)
     if call.fault is not Fault.NONE:
@@ -595,6 +607,14 @@ def _mid_stream_plan(call: _Call, composed: _Composed, usage: dict[str, Any]) ->
     error = wire.error_chunk(call.gen, 502, message, "provider_unavailable", usage)
     events += [(total, wire.sse(error)), (total, wire.DONE)]
     return _Plan(200, "text/event-stream", _sse_headers(call), events)
+
+
+def _redirect_plan(call: _Call) -> _Plan:
+    """``307 Temporary Redirect`` to ``call.redirect`` at ``ttft_ms`` (a method-preserving redirect,
+    the kind that would resend the POST body, and with a careless client the key, elsewhere)."""
+    assert call.redirect is not None
+    headers = {**_headers(call), "Location": call.redirect}
+    return _Plan(307, "text/plain", headers, [(float(call.profile.ttft_ms), b"")], stream=False)
 
 
 def _error_plan(state: SandboxState, call: _Call) -> _Plan:

@@ -72,6 +72,7 @@ class Profile:
     cost: float = 0.0
     usage_chunk: UsageChunk = UsageChunk.EMPTY_CHOICES
     provider: str = "Chutes"
+    redirect: str | None = None
 
 
 def resolve_profiles(catalog: Catalog, scenario: Scenario, seed: int) -> dict[str, Profile]:

@@ -64,11 +64,14 @@ Format::
                                     # delta, finish_reason null), "with_finish" (one choice repeating
                                     # the finish_reason, plus service_tier: null)
     provider = "Chutes"         # provider name in responses
+    redirect = "http://127.0.0.1:9/x"   # answer 307 Temporary Redirect with this Location (a
+                                        # misconfigured proxy; OpenRouter never redirects): tests
+                                        # that a client never carries the key to another host
 
 Precedence per model: seed profile, then ``[defaults]`` (free models only), then ``[models."id"]``. After
 merging, ``total_ms`` is raised to ``ttft_ms`` and ``reasoning_ms`` is capped at ``ttft_ms`` when values
-from different layers disagree; within one table such contradictions are errors. ``replay`` wins over
-``fault``, which wins over ``behavior``; ``fail_first`` applies to all three.
+from different layers disagree; within one table such contradictions are errors. ``redirect`` wins over
+``replay``, which wins over ``fault``, which wins over ``behavior``; ``fail_first`` applies to all four.
 
 What the behaviours answer (stream or not; errors are the JSON envelope with that status):
 
@@ -211,6 +214,7 @@ class ModelSpec:
     cost: float | None = None
     usage_chunk: UsageChunk | None = None
     provider: str | None = None
+    redirect: str | None = None
 
     def set_values(self) -> dict[str, Any]:
         """The keys this table sets, with their values."""
@@ -335,6 +339,12 @@ def _parse_model(table: Mapping[str, Any], where: str, base_dir: Path) -> ModelS
         if value is not None and not isinstance(value, str):
             raise ScenarioError(f"{where}.{name} must be a string")
         values[name] = value
+    redirect = table.get("redirect")
+    if redirect is not None and (
+        not isinstance(redirect, str) or not redirect.startswith(("http://", "https://"))
+    ):
+        raise ScenarioError(f"{where}.redirect must be an http(s) URL, not {redirect!r}")
+    values["redirect"] = redirect
     replay = table.get("replay")
     if replay is not None:
         if not isinstance(replay, str) or not replay.strip():
