@@ -62,8 +62,9 @@ import codecs
 import gc
 import json
 import math
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,8 @@ def classify_free(
 # --------------------------------------------------------------------------------------------
 
 
-def _decode(raw: bytes | str, origin: str) -> Any:
+def _catalog_text(raw: bytes | str, origin: str) -> str:
+    """The catalog as text: UTF-8 without a byte order mark, not blank."""
     if isinstance(raw, bytes):
         raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
@@ -261,12 +263,144 @@ def _decode(raw: bytes | str, origin: str) -> Any:
         text = raw.removeprefix("\ufeff")
     if not text.strip():
         raise CatalogError(f"{origin}: empty; expected a JSON catalog")
+    return text
+
+
+def _loads(text: str, origin: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{origin}: not JSON: {exc}") from None
     except RecursionError:
         raise CatalogError(f"{origin}: not JSON: nested too deeply") from None
+
+
+class _NotStreamable(Exception):
+    """The document is not a plain ``{"data": [...]}`` or ``[...]``: decode it whole instead."""
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_STREAM_ERRORS = (json.JSONDecodeError, RecursionError, UnicodeDecodeError)
+
+
+class _Reader:
+    """JSON values read in order from UTF-8 text that is decoded a piece at a time.
+
+    Decoded whole, a catalog becomes one string of up to four bytes per character (a single emoji in
+    a description is enough) plus a tree of Python objects several times its size. Here only a piece
+    of the text and one entry's objects live at a time.
+    """
+
+    PIECE = 1 << 20
+
+    def __init__(self, raw: bytes | str) -> None:
+        self._raw = raw
+        self._offset = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buffer = ""
+        self.pos = 0
+
+    def _more(self) -> bool:
+        """Append the next piece of text (dropping what was read); False at the end."""
+        if self._offset >= len(self._raw):
+            return False
+        chunk = self._raw[self._offset : self._offset + self.PIECE]
+        self._offset += self.PIECE
+        final = self._offset >= len(self._raw)
+        text = self._decoder.decode(chunk, final=final) if isinstance(chunk, bytes) else chunk
+        self.buffer = self.buffer[self.pos :] + text
+        self.pos = 0
+        return True
+
+    def skip(self) -> None:
+        """Skip whitespace, reading on as needed."""
+        while True:
+            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+            if self.pos < len(self.buffer) or not self._more():
+                return
+
+    def take(self, char: str) -> bool:
+        """Consume ``char`` if it comes next (after whitespace)."""
+        self.skip()
+        if self.buffer.startswith(char, self.pos):
+            self.pos += 1
+            return True
+        return False
+
+    def peek(self, char: str) -> bool:
+        self.skip()
+        return self.buffer.startswith(char, self.pos)
+
+    def value(self) -> Any:
+        """The next JSON value; one that may go on in the next piece is read again with it."""
+        self.skip()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError:
+                if not self._more():
+                    raise
+                continue
+            if end < len(self.buffer) or not self._more():
+                self.pos = end
+                return value
+
+    def at_end(self) -> bool:
+        self.skip()
+        return self.pos >= len(self.buffer)
+
+
+def _stream(raw: bytes | str) -> tuple[Iterator[Any], str] | None:
+    """The entries of a well-formed catalog, decoded one at a time, or None for any other shape.
+
+    The iterator raises :class:`_NotStreamable` (at once, or at the end for what follows the list)
+    when the text is anything but a JSON list, or an object whose only ``data`` key holds a list; the
+    caller then decodes the whole text, which gives exactly what :func:`json.loads` gives, errors
+    included.
+    """
+    reader = _Reader(raw)
+    try:
+        if reader.take("["):
+            return _items(reader, in_object=False), "[{}]"
+        if not reader.take("{"):
+            return None
+        while reader.peek('"'):
+            key = reader.value()
+            if not reader.take(":"):
+                return None
+            if key == "data":
+                return (_items(reader, in_object=True), "data[{}]") if reader.take("[") else None
+            reader.value()
+            if not reader.take(","):
+                return None
+    except _STREAM_ERRORS:
+        return None
+    return None
+
+
+def _items(reader: _Reader, *, in_object: bool) -> Iterator[Any]:
+    """The values of the list just opened; then checks that the document ends as it should."""
+    try:
+        if not reader.take("]"):
+            while True:
+                yield reader.value()
+                if reader.take(","):
+                    continue
+                if reader.take("]"):
+                    break
+                raise _NotStreamable
+        if in_object:
+            while reader.take(","):  # other keys after 'data' (never 'data' again: the last one wins)
+                if not reader.peek('"') or reader.value() == "data" or not reader.take(":"):
+                    raise _NotStreamable
+                reader.value()
+            if not reader.take("}"):
+                raise _NotStreamable
+        if not reader.at_end():
+            raise _NotStreamable
+    except _STREAM_ERRORS:
+        raise _NotStreamable from None
 
 
 def _entries(document: Any, origin: str) -> tuple[list[Any], str]:
@@ -312,8 +446,18 @@ def parse_catalog_with_notes(raw: bytes | str, *, origin: str = "catalog") -> tu
 
 
 def _parse(raw: bytes | str, origin: str) -> tuple[pl.DataFrame, list[str]]:
-    document = _decode(raw, origin)
-    entries, position = _entries(document, origin)
+    raw = raw.removeprefix(codecs.BOM_UTF8) if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+    streamed = _stream(raw)
+    if streamed is not None:
+        try:
+            return _rows(*streamed, origin)
+        except (_NotStreamable, CatalogError):
+            pass  # decoded whole below: the same result, or the error json.loads reports first
+    text = _catalog_text(raw, origin)
+    return _rows(*_entries(_loads(text, origin), origin), origin)
+
+
+def _rows(entries: Iterable[Any], position: str, origin: str) -> tuple[pl.DataFrame, list[str]]:
     columns: dict[str, list[Any]] = {name: [] for name in CATALOG_SCHEMA}
     c = columns  # short alias for the hot loop
     seen: set[str] = set()

@@ -14,6 +14,14 @@ retry can help (:data:`~freemodels.failures.FAILURE_INFO`) and the server did no
 ``error.availability.retry_after``, then ``X-RateLimit-Reset``), else exponential backoff with
 jitter. An account per-minute 429 pauses the limiter for every probe; an account per-day 429 (or the
 end of the daily budget) stops the plan, and the probes never sent come back as ``unsent``.
+
+Attempts line up in the limiter's ``admission`` queue and take a concurrency slot and a start time
+one at a time, in plan order, retries behind the first attempts still waiting. The exception is a
+retry after a timeout: its attempts are the longest of the run, and queued behind the rest of the plan
+they would end the run long after everything else. It takes its slot and start directly, behind at
+most one waiting attempt, so a stalling model's attempts follow one another from the start. It lines
+up like the others while the daily budget could run short of the plan's remaining first attempts:
+untested models come before second tries.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -75,6 +84,8 @@ class RateLimiter:
         self._used = 0  # starts granted
         self._pending = 0  # callers holding a slot they are waiting for
         self._day_exhausted = False
+        self.admission = asyncio.Lock()
+        """Attempts of every plan that shares this limiter line up here, in order."""
 
     @property
     def used(self) -> int:
@@ -193,17 +204,45 @@ async def run_plan(
     results: list[ProbeResult] = []
     unsent: list[ProbeSpec] = []
     stop = asyncio.Event()
+    unstarted = len(ordered)  # first attempts of this plan not started yet (or given up)
 
     def record(result: ProbeResult) -> None:
         results.append(result)
         if on_result is not None:
             on_result(result)
 
+    async def take_start() -> bool:
+        """A concurrency slot, then a start from the limiter; False (slot kept): stopped or no budget."""
+        await sem.acquire()
+        try:
+            return not stop.is_set() and await limiter.acquire()
+        except BaseException:
+            sem.release()
+            raise
+
+    @asynccontextmanager
+    async def start(first: bool, ahead: bool) -> AsyncIterator[bool]:
+        """Hold a slot for one attempt; yields whether it may be sent (see the module docstring)."""
+        nonlocal unstarted
+        remaining = limiter.remaining
+        if ahead and (remaining is None or remaining > unstarted):
+            granted = await take_start()
+        else:
+            async with limiter.admission:
+                granted = await take_start()
+        if first:
+            unstarted -= 1
+        try:
+            yield granted
+        finally:
+            sem.release()
+
     async def run_spec(spec: ProbeSpec) -> None:
         base = offsets.get((spec.model_id, spec.task, spec.sample), 0)
+        ahead = False
         for n in range(1, settings.max_attempts + 1):
-            async with sem:
-                if stop.is_set() or not await limiter.acquire():
+            async with start(n == 1, ahead) as granted:
+                if not granted:
                     stop.set()
                     if n == 1:
                         unsent.append(spec)
@@ -224,6 +263,7 @@ async def run_plan(
                 return
             if outcome.result.failure is None or not outcome.retryable:
                 return
+            ahead = outcome.result.failure is Failure.TIMEOUT
             hint = outcome.result.retry_after_s
             delay = backoff_delay_s(n, hint, settings, rand)
             if outcome.limit_scope == "minute":

@@ -17,6 +17,10 @@ from freemodels import storage
 from freemodels.changes import compute_changes
 from freemodels.records import RunInfo
 
+# What compute_changes reads of the previous catalog: three columns instead of all of them (a large
+# catalog's descriptions and parameter lists would otherwise be read back for nothing).
+_PREV_CATALOG_SQL = "SELECT model_id, is_free, expiration_date FROM catalog WHERE run_id = ?"
+
 
 def store_run_files(
     db_path: Path,
@@ -45,7 +49,7 @@ def store_run_files(
             changes = compute_changes(
                 run_id=info.run_id,
                 prev_run_id=prev_id,
-                prev_catalog=storage.load_table(con, "catalog", prev_id),
+                prev_catalog=storage.query(con, _PREV_CATALOG_SQL, [prev_id]),
                 cur_catalog=catalog,
                 prev_results=storage.load_table(con, "model_results", prev_id),
                 cur_results=results,
