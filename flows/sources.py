@@ -77,7 +77,6 @@ def open_source(settings: Settings, *, api_key_env: str | None = None) -> Iterat
                 requests_per_minute=settings.requests_per_minute or server.requests_per_minute,
                 default_daily=None,
                 max_concurrency=settings.max_concurrency,
-                notes=["Sandbox data: simulated models served by the built-in sandbox, not OpenRouter."],
             )
         return
     if kind is SourceKind.OPENROUTER:
