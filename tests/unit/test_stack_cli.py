@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,9 +94,17 @@ def test_deployment_parameters_cover_source_suite_and_budget() -> None:
     assert serve_module.deployment_parameters(source="sandbox", budget=5)["budget"] == 5
 
 
-def test_serve_without_a_prefect_server_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "")
-    assert main(["serve"]) == 2
-    assert "needs a Prefect server" in capsys.readouterr().err
+def test_serve_without_a_prefect_server_is_a_clear_error(tmp_path: Path) -> None:
+    # A separate process: within this test session a Prefect test harness may already be configured.
+    env = {**os.environ, "PREFECT_API_URL": "", "PREFECT_HOME": str(tmp_path / "prefect")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "needs a Prefect server" in proc.stderr
+    assert "Traceback" not in proc.stderr
