@@ -13,37 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from flows.argtypes import non_negative_int, port, positive_int
 from freemodels.errors import DiscoveryError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the key for --base-url (default: none)",
     )
     run.add_argument("--scenario", type=Path, help="sandbox scenario file (TOML or JSON)")
-    run.add_argument("--seed", type=_non_negative_int, help="sandbox seed")
+    run.add_argument("--seed", type=non_negative_int, help="sandbox seed")
     run.add_argument(
         "--budget",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="most requests this run may send (default: the remaining daily quota)",
     )
-    run.add_argument("--rpm", type=_positive_int, help="requests per minute (default: 20 on OpenRouter)")
+    run.add_argument("--rpm", type=positive_int, help="requests per minute (default: 20 on OpenRouter)")
     run.add_argument(
         "--candidates",
         type=Path,
@@ -198,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the latest unfinished run without repeating probes that have a result",
     )
-    run.add_argument("--max-models", type=_positive_int, help="probe at most this many free models")
+    run.add_argument("--max-models", type=positive_int, help="probe at most this many free models")
     run.add_argument(
         "--commit-docs",
         action="store_true",
@@ -232,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sandbox.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    sandbox.add_argument("--port", type=_port, default=8765, help="port (default: 8765; 0 = any)")
+    sandbox.add_argument("--port", type=port, default=8765, help="port (default: 8765; 0 = any)")
     sandbox.add_argument("--scenario", type=Path, help="scenario file (TOML or JSON)")
-    sandbox.add_argument("--seed", type=_non_negative_int, help="seed of the behaviour profiles")
+    sandbox.add_argument("--seed", type=non_negative_int, help="seed of the behaviour profiles")
     sandbox.set_defaults(func=cmd_sandbox)
 
     report = sub.add_parser(

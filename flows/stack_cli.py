@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flows.argtypes import non_negative_int, port, seconds
 from flows.stack import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -29,35 +30,8 @@ from flows.stack import (
 )
 
 
-def _count(text: str, *, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a number of at least {minimum}, got {value}")
-    return value
-
-
 def _budget(text: str) -> int:
-    return _count(text, minimum=0)
-
-
-def _port(text: str) -> int:
-    value = _count(text, minimum=0)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
-    return value
+    return non_negative_int(text)
 
 
 def _add_deployment_defaults(parser: argparse.ArgumentParser) -> None:
@@ -238,11 +212,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     up.add_argument("--host", default=DEFAULT_HOST, help="loopback address to bind (default: 127.0.0.1)")
     up.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT}; 0 = any)"
+        "--port", type=port, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT}; 0 = any)"
     )
     up.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_START_TIMEOUT_S,
         help=f"seconds to wait for each process to be ready (default: {DEFAULT_START_TIMEOUT_S:.0f})",
     )
@@ -261,7 +235,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     down.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_STOP_TIMEOUT_S,
         help=f"seconds to wait after SIGTERM (default: {DEFAULT_STOP_TIMEOUT_S:.0f})",
     )
