@@ -248,6 +248,32 @@ def _settings_for(params: RunParameters) -> Settings:
     )
 
 
+def preflight(params: RunParameters) -> None:
+    """Check the parameters a user gives before any flow run starts; raises the project's clear errors.
+
+    The CLI calls this first, so a mistake (an invalid setting, nothing to resume, a missing candidates
+    or scenario file) ends as one line, not as a failed flow run with a traceback in Prefect's log.
+    """
+    if params.suite != "standard":
+        raise ConfigError(f"unknown suite {params.suite!r}; the only suite is 'standard'")
+    settings = _settings_for(params)
+    if params.resume and storage.latest_unfinished_run(settings.runs_dir) is None:
+        raise RunNotFoundError(f"no unfinished run to resume in {settings.runs_dir}")
+    if params.candidates:
+        read_candidates(Path(params.candidates))
+    if params.scenario:
+        from freemodels.sandbox.scenario import load_scenario
+
+        load_scenario(Path(params.scenario))
+    if params.api_key_env:
+        from freemodels.settings import read_env_secret
+
+        if read_env_secret(params.api_key_env) is None:
+            raise ConfigError(f"--api-key-env names {params.api_key_env}, but that variable is not set")
+    if settings.source_kind().value == "openrouter" and settings.resolved_api_key() is None:
+        raise ConfigError("source 'openrouter' needs OPENROUTER_API_KEY; unset it to use the sandbox")
+
+
 async def execute(
     params: RunParameters,
     *,

@@ -30,9 +30,10 @@ def configure_prefect() -> None:
 def run_discovery(**parameters: object):  # -> RunSummary (imported lazily)
     """Run the ``discovery`` flow in this process and return its summary."""
     configure_prefect()
-    from flows.discovery import discovery
+    from flows.discovery import RunParameters, discovery, preflight
 
     clean = {k: v for k, v in parameters.items() if v is not None and v is not False}
+    preflight(RunParameters(**clean))  # type: ignore[arg-type]
     return asyncio.run(discovery(**clean))  # type: ignore[arg-type]
 
 

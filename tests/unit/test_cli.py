@@ -67,3 +67,29 @@ def test_parser_does_not_import_prefect() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--resume"], "no unfinished run to resume"),
+        (["run", "--candidates", "/nonexistent/candidates.txt"], "candidates file"),
+        (["run", "--scenario", "/nonexistent/scenario.toml"], "scenario file"),
+        (["run", "--source", "openrouter"], "needs OPENROUTER_API_KEY"),
+        (["run", "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", "UNSET_KEY_VAR"], "UNSET_KEY_VAR"),
+    ],
+)
+def test_run_mistakes_are_caught_before_any_flow_run(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("UNSET_KEY_VAR", raising=False)
+    import flows.discovery
+
+    def no_flow(**_: object) -> None:
+        raise AssertionError("the flow must not start")
+
+    monkeypatch.setattr(flows.discovery, "discovery", no_flow)
+    assert main(argv) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
