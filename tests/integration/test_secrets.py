@@ -164,8 +164,8 @@ def _duckdb_text(path: Path) -> str:
     return "\n".join(parts)
 
 
-async def _prefect_text(flow_run_ids: list[str]) -> tuple[str, int]:
-    """Logs, artifacts, flow runs and task runs on the Prefect server, as text; and the log count."""
+async def _prefect_text(flow_run_ids: list[str]) -> tuple[str, int, int]:
+    """Logs, artifacts, flow and task runs on the Prefect server, as text; log and artifact counts."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
@@ -183,7 +183,7 @@ async def _prefect_text(flow_run_ids: list[str]) -> tuple[str, int]:
             parts.append((await client.read_flow_run(flow_run_id)).model_dump_json())
         task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
         parts += [task_run.model_dump_json() for task_run in task_runs]
-    return "\n".join(parts), len(logs)
+    return "\n".join(parts), len(logs), len(artifacts)
 
 
 def test_a_whole_run_writes_the_key_nowhere(
@@ -276,8 +276,9 @@ def test_a_whole_run_writes_the_key_nowhere(
 
     flow_run_ids = [i for f in run_folders(data) if (i := storage.read_run_info(f).prefect_flow_run_id)]
     assert len(flow_run_ids) == 3
-    prefect_text, n_logs = asyncio.run(_prefect_text(flow_run_ids))
+    prefect_text, n_logs, n_artifacts = asyncio.run(_prefect_text(flow_run_ids))
     assert n_logs > 10  # the runs' logs really are on the server
+    assert n_artifacts >= 2  # the completed run's executive summary and tiers are scanned too
     leaks += [f"Prefect API: {hit}" for hit in _hits(prefect_text)]
     db_url = prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value() or ""
     prefect_db = Path(db_url.split(":///", 1)[1]) if ":///" in db_url else None
