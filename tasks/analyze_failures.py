@@ -40,10 +40,10 @@ class CandidateOutcome:
 
 
 def final_attempts(probes: pl.DataFrame) -> pl.DataFrame:
-    """The last attempt of every probe."""
+    """The last attempt of each (model, task, sample): the one that counts. Sorted by that key."""
     if probes.is_empty():
         return probes
-    return probes.sort([*PROBE_KEY, "attempt"]).unique(subset=PROBE_KEY, keep="last")
+    return probes.sort([*PROBE_KEY, "attempt"]).unique(subset=PROBE_KEY, keep="last", maintain_order=True)
 
 
 def _evidence(status: int | None, message: str | None, code: str | None) -> str:

@@ -53,6 +53,7 @@ import polars as pl
 from prefect import task
 
 from freemodels.records import MODEL_RESULTS_SCHEMA, ROTATION_SCHEMA, Verdict
+from tasks.analyze_failures import final_attempts  # re-exported: rank and render count the same attempts
 
 ULTRA_FAST = "ultra-fast"
 FAST = "fast"
@@ -243,18 +244,6 @@ def build_rotation(
                 }
             )
     return pl.DataFrame(rows, schema=ROTATION_SCHEMA)
-
-
-def final_attempts(probes: pl.DataFrame) -> pl.DataFrame:
-    """The last attempt of each (model, task, sample): the one that counts."""
-    if probes.is_empty():
-        return probes
-    return (
-        probes.sort(["model_id", "task", "sample", "attempt"])
-        .group_by(["model_id", "task", "sample"], maintain_order=True)
-        .last()
-        .select(probes.columns)
-    )
 
 
 def providers_from_probes(probes: pl.DataFrame) -> dict[str, str]:
