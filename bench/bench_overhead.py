@@ -43,12 +43,12 @@ import httpx
 import polars as pl
 
 from freemodels.catalog import parse_catalog
-from freemodels.checkpoint import CheckpointWriter
 from freemodels.client import build_http_client, fetch_catalog_bytes
 from freemodels.probe import CHAT_PATH, build_request_body
 from freemodels.records import ProbeSpec
 from freemodels.scheduler import RateLimiter, run_plan
 from freemodels.settings import Settings
+from freemodels.storage import CheckpointWriter
 from freemodels.suite import TASKS, TaskInstance, build_suite
 
 KEY = "sk-or-v1-benchmark00000000000000000000000"

@@ -28,12 +28,12 @@ from prefect.runtime import flow_run
 from flows.sources import ResolvedSource, open_source
 from freemodels import storage
 from freemodels.candidates import classify_candidate, read_candidates
-from freemodels.checkpoint import CheckpointWriter
 from freemodels.client import KeyInfo
 from freemodels.errors import ConfigError, RunNotFoundError
 from freemodels.records import ProbeSpec, RunInfo
 from freemodels.scheduler import PlanOutcome
 from freemodels.settings import Settings, load_settings
+from freemodels.storage import CheckpointWriter
 from freemodels.suite import SUITE_VERSION, TASKS, build_suite
 from tasks.analyze_failures import CandidateOutcome, analyze_failures_task
 from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpriced_as_free

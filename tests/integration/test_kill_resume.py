@@ -53,7 +53,7 @@ PROBES = len(MODELS) * 3
 CONCURRENCY = 3
 STORE_PAUSE = """
 import pathlib, time
-from freemodels.store import db as _db
+from freemodels.storage import database as _db
 
 _real_insert = _db._insert_parquet
 

@@ -26,7 +26,7 @@ from freemodels.records import (
     TABLE_SCHEMAS,
     probes_frame,
 )
-from freemodels.store import db as store_db
+from freemodels.storage import database as store_db
 from tests.unit.test_changes import catalog, catalog_row, frame, result_row, results
 from tests.unit.test_storage_files import REPO_ROOT, T0, probe, run_info
 
@@ -430,7 +430,7 @@ _KILLED_STORE = textwrap.dedent(
     """
     import os, signal, sys
     from freemodels import storage
-    from freemodels.store import db
+    from freemodels.storage import database as db
 
     real_insert = db._insert_parquet
     calls = []

@@ -3,7 +3,7 @@
 DuckDB hands results to polars through Arrow (``con.sql(sql, params=...).pl()``; in DuckDB 2 the
 connection returned by ``execute()`` has no ``.pl()``, and a partly read ``execute()`` result, e.g.
 after ``fetchone()``, blocks every later ``con.sql()``, so this package always reads results in
-full). Frames come back with the column types of :data:`freemodels.store.db.DB_SCHEMAS`.
+full). Frames come back with the column types of :data:`freemodels.storage.database.DB_SCHEMAS`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import polars as pl
 
 from freemodels.errors import StorageError
 from freemodels.records import Verdict
-from freemodels.store.db import DB_SCHEMAS
+from freemodels.storage.database import DB_SCHEMAS
 
 # Stable row order per table, so reports render the same way every time.
 _ORDER_BY: dict[str, str] = {

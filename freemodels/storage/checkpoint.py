@@ -2,7 +2,7 @@
 
 Results are buffered and flushed as one Parquet part when the buffer holds ``batch`` results or
 ``interval_s`` seconds have passed since the last flush, and always on close. Each part is written
-atomically (see :func:`freemodels.storage.append_probe_checkpoint`).
+atomically (see :func:`freemodels.runfolder.append_probe_checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from freemodels import storage
 from freemodels.records import ProbeResult
+from freemodels.storage import runfolder
 
 
 class CheckpointWriter:
@@ -33,7 +33,7 @@ class CheckpointWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            storage.append_probe_checkpoint(self.run_dir, self._buffer)
+            runfolder.append_probe_checkpoint(self.run_dir, self._buffer)
             self.written += len(self._buffer)
             self._buffer = []
         self._last_flush = time.monotonic()

@@ -30,7 +30,7 @@ import polars as pl
 
 from freemodels.errors import DatabaseLockedError, StorageError
 from freemodels.records import RUNS_SCHEMA, TABLE_SCHEMAS, RunInfo
-from freemodels.store.files import TABLE_FILES, as_utc, mark_stored, read_run_info
+from freemodels.storage.runfolder import TABLE_FILES, as_utc, mark_stored, read_run_info
 
 # Every table as stored in DuckDB: TABLE_SCHEMAS, with a leading run_id where the schema has none
 # (the catalog: its Parquet file and the pipeline's frames describe one run).

@@ -1,31 +1,33 @@
-"""Storage: Parquet files per run on disk, loaded into one DuckDB file.
+"""Storage: everything a run keeps on disk, in one package.
 
-This module is the public import point; the code lives in :mod:`freemodels.store`:
+- :mod:`.runfolder` — the run folder ``<runs_dir>/<run_id>/`` (``run.json``, Parquet files,
+  append-only probe checkpoints), every file written atomically; the run's lifecycle status.
+- :mod:`.checkpoint` — :class:`CheckpointWriter`, which buffers probe results while probing and appends
+  them to the run folder as checkpoint parts.
+- :mod:`.database` — opening the DuckDB file (waiting for another process's lock), numbered
+  migrations recorded in ``schema_version``, and :func:`store_run`, which replaces one run's rows in
+  every table in one transaction, reading the Parquet files inside DuckDB.
+- :mod:`.queries` — read queries for the reports and the CLI, as polars frames.
 
-- :mod:`freemodels.store.files` — the run folder ``<runs_dir>/<run_id>/`` (``run.json``, Parquet files,
-  append-only probe checkpoints), every file written atomically; finding the run to resume.
-- :mod:`freemodels.store.db` — opening the DuckDB file (waiting for another process's lock),
-  numbered migrations recorded in ``schema_version``, and :func:`store_run`, which replaces one run's
-  rows in every table in one transaction, reading the Parquet files inside DuckDB.
-- :mod:`freemodels.store.queries` — read queries for the reports and the CLI, as polars frames.
-
-A typical run::
+Import the public names from here (``from freemodels import storage``). A typical run::
 
     run_id = new_run_id(datetime.now(UTC))
     folder = run_dir(settings.runs_dir, run_id)
     write_run_info(folder, info)                    # status "running"
     write_table(folder / "catalog.parquet", catalog)
-    append_probe_checkpoint(folder, results)        # while probing, as often as wanted
+    with CheckpointWriter(folder) as checkpoint:    # while probing
+        checkpoint.add(result)
     write_table(folder / "probes.parquet", read_probe_checkpoints(folder))
     ...                                             # model_results, rotation, changes
-    write_run_info(folder, replace(info, status="completed"))
     with connect(settings.database) as con:
         store_run(con, folder)
+    write_run_info(folder, replace(info, status="completed"))
 """
 
 from __future__ import annotations
 
-from freemodels.store.db import (
+from freemodels.storage.checkpoint import CheckpointWriter
+from freemodels.storage.database import (
     DB_SCHEMAS,
     SCHEMA_VERSION,
     LockHolder,
@@ -37,7 +39,16 @@ from freemodels.store.db import (
     runs_row,
     store_run,
 )
-from freemodels.store.files import (
+from freemodels.storage.queries import (
+    HISTORY_SCHEMA,
+    history,
+    latest_run_id,
+    list_runs,
+    load_table,
+    previous_run_id,
+    query,
+)
+from freemodels.storage.runfolder import (
     CHECKPOINT_DIR,
     RUN_INFO_FILE,
     STORED_MARKER,
@@ -58,15 +69,6 @@ from freemodels.store.files import (
     write_run_info,
     write_table,
 )
-from freemodels.store.queries import (
-    HISTORY_SCHEMA,
-    history,
-    latest_run_id,
-    list_runs,
-    load_table,
-    previous_run_id,
-    query,
-)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -76,6 +78,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORED_MARKER",
     "TABLE_FILES",
+    "CheckpointWriter",
     "LockHolder",
     "ProbeKey",
     "append_probe_checkpoint",
