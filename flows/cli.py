@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flows.argtypes import non_negative_int, port, positive_int
-from freemodels.errors import DiscoveryError
+from flows.argtypes import non_negative_int, port
+from flows.parameters import add_run_options
+from freemodels.errors import DiscoveryError, RunFailed, environment_error
 
+EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -46,25 +49,30 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run one discovery (the `discovery` flow) and print where the results went."""
-    from flows.runner import run_discovery
+    """Run (or resume) one discovery and print where the results went."""
+    from dataclasses import replace
 
-    summary = run_discovery(
-        source=args.source,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        scenario=str(args.scenario) if args.scenario else None,
-        seed=args.seed,
-        budget=args.budget,
-        candidates=str(args.candidates) if args.candidates else None,
-        resume=args.resume,
-        max_models=args.max_models,
-        requests_per_minute=args.rpm,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        docs_dir=str(args.docs_dir) if args.docs_dir else None,
-        commit_docs=args.commit_docs,
-    )
-    print(summary.describe())
+    from flows.parameters import parameters_from_args
+    from flows.runner import check_run, run_discovery
+
+    params = parameters_from_args(args)
+    prepared = check_run(params)
+    if prepared.resumed is not None:
+        run = prepared.resumed
+        extra = f", {run.untested} models untested" if run.untested else ""
+        why = f": {run.reason}" if run.reason and run.status.value != "completed" else ""
+        print(
+            f"resuming run {run.run_id} ({run.info.source}, started "
+            f"{run.info.started_at:%Y-%m-%d %H:%M} UTC, {run.status.value}{why}{extra})",
+            flush=True,
+        )
+        params = replace(prepared.params, resume=run.run_id)
+    end = run_discovery(params)
+    if end.interrupted is not None:
+        print(f"discovery: {end.interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    assert end.summary is not None
+    print(end.summary.describe())
     return 0
 
 
@@ -93,10 +101,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """List the runs stored in the database."""
-    from flows.runner import list_runs_table
+    """List every run with its status, or abandon one."""
+    from flows.runner import abandon_run, runs_table
 
-    print(list_runs_table(data_dir=str(args.data_dir) if args.data_dir else None))
+    data_dir = str(args.data_dir) if args.data_dir else None
+    if getattr(args, "action", None) == "abandon":
+        print(abandon_run(args.run_id, data_dir=data_dir))
+        return 0
+    print(runs_table(data_dir=data_dir))
     return 0
 
 
@@ -104,12 +116,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 # parser
 
 
-def _add_paths(parser: argparse.ArgumentParser) -> None:
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
         help="runtime data folder: DuckDB file and Parquet per run (default: data/, or $DISCOVERY_DATA_DIR)",
     )
+
+
+def _add_paths(parser: argparse.ArgumentParser) -> None:
+    _add_data_dir(parser)
     parser.add_argument(
         "--docs-dir",
         type=Path,
@@ -126,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
             "runs against the built-in sandbox."
         ),
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also DISCOVERY_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
@@ -138,47 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
             "is set, otherwise the built-in sandbox."
         ),
     )
-    run.add_argument(
-        "--source",
-        choices=["auto", "sandbox", "openrouter"],
-        default=None,
-        help="where the catalog and probes go (default: auto = openrouter with a key, else sandbox)",
-    )
-    run.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="probe any OpenAI-compatible server instead (e.g. http://127.0.0.1:8080/v1)",
-    )
-    run.add_argument(
-        "--api-key-env",
-        metavar="NAME",
-        help="environment variable holding the key for --base-url (default: none)",
-    )
-    run.add_argument("--scenario", type=Path, help="sandbox scenario file (TOML or JSON)")
-    run.add_argument("--seed", type=non_negative_int, help="sandbox seed")
-    run.add_argument(
-        "--budget",
-        type=non_negative_int,
-        help="most requests this run may send (default: the remaining daily quota)",
-    )
-    run.add_argument("--rpm", type=positive_int, help="requests per minute (default: 20 on OpenRouter)")
-    run.add_argument(
-        "--candidates",
-        type=Path,
-        help="file of model ids (one per line) to check even if the catalog does not list them",
-    )
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the latest unfinished run without repeating probes that have a result",
-    )
-    run.add_argument("--max-models", type=positive_int, help="probe at most this many free models")
-    run.add_argument(
-        "--commit-docs",
-        action="store_true",
-        help="commit docs/ with git afterwards (only docs/, never pushes)",
-    )
-    _add_paths(run)
+    add_run_options(run)
     run.set_defaults(func=cmd_run)
 
     catalog = sub.add_parser(
@@ -220,9 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(report)
     report.set_defaults(func=cmd_report)
 
-    runs = sub.add_parser("runs", help="list stored runs", description="List the runs in DuckDB.")
-    _add_paths(runs)
-    runs.set_defaults(func=cmd_runs)
+    runs = sub.add_parser(
+        "runs",
+        help="list every run with its status, or abandon one",
+        description=(
+            "List every run, unfinished ones included, with its status: running, interrupted, "
+            "failed, completed or abandoned (and why, for interrupted and failed runs). "
+            "`discovery runs abandon RUN_ID` marks an unfinished run abandoned: it is never resumed."
+        ),
+    )
+    _add_data_dir(runs)
+    runs.set_defaults(func=cmd_runs, action=None)
+    runs_actions = runs.add_subparsers(dest="action", metavar="ACTION")
+    abandon = runs_actions.add_parser(
+        "abandon",
+        help="mark an unfinished run abandoned (it is never resumed)",
+        description="Mark an interrupted or failed run abandoned: `--resume` never picks it again.",
+    )
+    abandon.add_argument("run_id", metavar="RUN_ID", help="the run to abandon (see `discovery runs`)")
+    _add_data_dir(abandon)
+    abandon.set_defaults(func=cmd_runs)
 
     _add_stack_commands(sub)
     return parser
@@ -241,14 +239,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    debug = bool(args.debug) or _debug_requested()
+    if debug:
+        import os
+
+        os.environ["DISCOVERY_DEBUG"] = "1"  # the flow's own processes and loggers see it too
     try:
         return func(args)
+    except RunFailed as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"discovery: error: {exc.reason} (run {exc.run_id} is recorded as failed; resume it with "
+            f"discovery run --resume {exc.run_id})",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
     except DiscoveryError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"discovery: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"discovery: error: {environment_error(exc)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("discovery: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a defect of this program: one line, the traceback with --debug
+        if debug:
+            raise
+        print(
+            f"discovery: internal error: {type(exc).__name__}: {str(exc)[:300]} "
+            "(run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
+
+
+def _debug_requested() -> bool:
+    from freemodels.settings import debug_requested
+
+    return debug_requested()
 
 
 if __name__ == "__main__":

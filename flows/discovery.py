@@ -2,12 +2,16 @@
 
 ::
 
-    fetch-catalog ─► filter-free ─► plan-probes ─► test-by-family (one task run per family)
+    prepare ─► fetch-catalog ─► filter-free ─► plan-probes ─► test-by-family (one task run per family)
         ─► analyze-failures ─► rank ─► store (Parquet → DuckDB, with the changes) ─► render
+        ─► artifacts ─► alerts ─► docs commit
 
-The flow owns the shared resources: the sandbox server (when the source is the sandbox), one
-``httpx.AsyncClient`` and one account-wide rate limiter, created once and passed down. The family task
-runs are awaited together on the flow's event loop, so they share the client and the limiter.
+The flow only wires the steps. :func:`flows.prepare.prepare` resolves the parameters and checks the
+machine before anything is written; :mod:`freemodels.runs` records the run's lifecycle; every step
+is recorded when done, so a resumed run does only what is left. The flow owns the shared resources:
+the source (the sandbox server when the source is the sandbox), one ``httpx.AsyncClient`` and one
+account-wide rate limiter, created once and passed down. The family task runs are awaited together on
+the flow's event loop, so they share the client and the limiter.
 """
 
 from __future__ import annotations
@@ -16,26 +20,32 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
+import httpx
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Cancelled, Failed, State
 
-from flows.sources import ResolvedSource, open_source
+from flows.lifecycle import guarded, interrupted_line, quiet_expected_errors
+from flows.parameters import RunParameters, flow_signature
+from flows.prepare import Prepared, prepare
 from freemodels import storage
-from freemodels.candidates import classify_candidate, read_candidates
 from freemodels.client import KeyInfo
-from freemodels.errors import ConfigError, RunNotFoundError
-from freemodels.records import ProbeSpec, RunInfo
+from freemodels.errors import DiscoveryError
+from freemodels.records import ProbeSpec, RunInfo, RunStatus, RunStep
+from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome
-from freemodels.settings import Settings, load_settings
+from freemodels.settings import Settings
+from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
 from freemodels.suite import SUITE_VERSION, TASKS, build_suite
-from tasks.analyze_failures import CandidateOutcome, analyze_failures_task
+from tasks.analyze_failures import analyze_failures_task
 from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpriced_as_free
 from tasks.filter_free import families, filter_free_task
 from tasks.plan_probes import ProbePlan, plan_probes_task
@@ -47,7 +57,7 @@ from tasks.test_by_family import FamilyContext, test_by_family_task, test_family
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """What a finished run reports back to the CLI and the Prefect UI."""
+    """What a run reports back to the CLI and the Prefect UI."""
 
     run_id: str
     source: str
@@ -64,18 +74,21 @@ class RunSummary:
     database: str
     run_dir: str
     documents: list[str] = field(default_factory=list)
+    resumed: bool = False
 
     def describe(self) -> str:
+        profile = profile_of(self.source)
+        label = profile.run_label if profile else self.source
         lines = [
-            f"run {self.run_id} ({self.source}, {self.base_url}): {self.status}",
+            f"run {self.run_id} ({label}, {self.base_url}): {self.status}",
             f"  catalog: {self.catalog_models} models, {self.free_models} free",
             f"  tested:  {self.tested_models} models with {self.probes_sent} requests; "
             f"{self.working_models} working",
         ]
         if self.untested_models:
             lines.append(
-                f"  untested (quota): {self.untested_models} models — "
-                "run `discovery run --resume` when the quota resets"
+                f"  untested (quota): {self.untested_models} models — continue with "
+                f"`discovery run --resume {self.run_id}` when the quota resets (00:00 UTC)"
             )
         if self.quota_before is not None:
             lines.append(f"  daily quota: {self.quota_before} before, {self.quota_after} after")
@@ -91,69 +104,103 @@ def suite_seed(run_id: str) -> int:
     return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:6], "big")
 
 
-def _flow_run_name() -> str:
-    """``<date>-<source>``: the UTC date and the source the run resolves to."""
-    params = flow_run.parameters or {}
-    if params.get("base_url"):
-        source = "base-url"
-    else:
-        try:
-            source = load_settings(source=params.get("source") or "auto").source_kind().value
-        except ConfigError:
-            source = str(params.get("source") or "auto")
-    return f"{datetime.now(UTC):%Y-%m-%d}-{source.replace('_', '-')}"
+# --------------------------------------------------------------------------------------------------
+# the steps, as Prefect tasks in the flow and as plain functions without Prefect
 
 
-@dataclass(frozen=True, slots=True)
-class RunParameters:
-    """The parameters of one discovery (the flow's parameters; the API key is never one)."""
+class FetchCatalog(Protocol):
+    def __call__(
+        self, client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
+    ) -> Awaitable[tuple[pl.DataFrame, datetime]]: ...
 
-    source: str = "auto"
-    base_url: str | None = None
-    api_key_env: str | None = None
-    scenario: str | None = None
-    seed: int | None = None
-    budget: int | None = None
-    candidates: str | None = None
-    resume: bool = False
-    max_models: int | None = None
-    requests_per_minute: int | None = None
-    data_dir: str | None = None
-    docs_dir: str | None = None
-    commit_docs: bool = False
-    suite: str = "standard"
 
-    def resumed_from(self, stored: Mapping[str, object]) -> RunParameters:
-        """Fill what this call left unset from the parameters stored with the run being resumed."""
-        keys = ("source", "base_url", "api_key_env", "scenario", "seed", "max_models", "requests_per_minute")
-        updates: dict[str, object] = {}
-        for key in keys:
-            mine = getattr(self, key)
-            if (mine is None or (key == "source" and mine == "auto")) and stored.get(key) is not None:
-                updates[key] = stored[key]
-        return replace(self, **updates)  # type: ignore[arg-type]
+class FetchQuota(Protocol):
+    def __call__(self, client: httpx.AsyncClient) -> Awaitable[KeyInfo | None]: ...
+
+
+class FilterFree(Protocol):
+    def __call__(self, catalog: pl.DataFrame, max_models: int | None = None) -> pl.DataFrame: ...
+
+
+class PlanProbes(Protocol):
+    def __call__(
+        self,
+        free: pl.DataFrame,
+        tasks: Sequence[str],
+        samples: int = 1,
+        budget: int | None = None,
+        done: Any = (),
+    ) -> ProbePlan: ...
+
+
+class TestFamily(Protocol):
+    def __call__(
+        self, family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
+    ) -> Awaitable[PlanOutcome]: ...
+
+
+class Analyze(Protocol):
+    def __call__(
+        self,
+        probes: pl.DataFrame,
+        free: pl.DataFrame,
+        catalog_ids: Sequence[str],
+        run_id: str,
+        candidates: Sequence[str],
+    ) -> pl.DataFrame: ...
+
+
+class Rank(Protocol):
+    def __call__(
+        self,
+        model_results: pl.DataFrame,
+        catalog: pl.DataFrame,
+        run_id: str,
+        min_samples: int,
+        probes: pl.DataFrame | None = None,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]: ...
+
+
+class Store(Protocol):
+    def __call__(
+        self,
+        db_path: Path,
+        folder: Path,
+        info: RunInfo,
+        probes: pl.DataFrame,
+        results: pl.DataFrame,
+        rotation: pl.DataFrame,
+        catalog: pl.DataFrame,
+    ) -> pl.DataFrame: ...
+
+
+class Render(Protocol):
+    def __call__(self, db_path: Path, docs_dir: Path, run_id: str) -> RenderOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Steps:
     """The pipeline's steps: Prefect tasks in the flow, their plain functions without Prefect."""
 
-    fetch_catalog: Callable[..., Awaitable[tuple[pl.DataFrame, datetime]]]
-    fetch_quota: Callable[..., Awaitable[KeyInfo | None]]
-    filter_free: Callable[..., pl.DataFrame]
-    plan_probes: Callable[..., ProbePlan]
-    test_family: Callable[[str, Sequence[ProbeSpec], FamilyContext], Awaitable[PlanOutcome]]
-    analyze: Callable[..., pl.DataFrame]
-    rank: Callable[..., tuple[pl.DataFrame, pl.DataFrame]]
-    store: Callable[..., pl.DataFrame]
-    render: Callable[..., RenderOutcome]
+    fetch_catalog: FetchCatalog
+    fetch_quota: FetchQuota
+    filter_free: FilterFree
+    plan_probes: PlanProbes
+    test_family: TestFamily
+    analyze: Analyze
+    rank: Rank
+    store: Store
+    render: Render
     in_prefect: bool = False  # inside a flow run: tag it, publish artifacts, emit alert events
 
 
 def _prefect_test_family(
     family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
 ) -> Awaitable[PlanOutcome]:
-    return test_by_family_task.with_options(task_run_name=f"test-{family}")(family, specs, ctx)
+    # A callable name: Prefect formats a string name with the task's parameters, and a family name
+    # comes from the catalog (a "{...}" in it must never be interpreted).
+    name = f"test-{family}"
+    return test_by_family_task.with_options(task_run_name=lambda: name)(family, specs, ctx)
 
 
 PREFECT_STEPS = Steps(
@@ -182,9 +229,28 @@ PLAIN_STEPS = Steps(
 )
 
 
+# --------------------------------------------------------------------------------------------------
+# the flow
+
+
+def flow_run_name() -> str:
+    """``<date>-<source>``: the UTC date and the source the run resolves to."""
+    from flows.artifacts import run_name
+    from flows.prepare import settings_for
+
+    params = flow_run.parameters or {}
+    try:
+        settings = settings_for(RunParameters(**params))
+        kind = choose_kind(settings.source, key_present=settings.resolved_api_key() is not None)
+        label = PROFILES[kind].run_label
+    except (DiscoveryError, TypeError):
+        label = "invalid-parameters"
+    return run_name(datetime.now(UTC).date(), label)
+
+
 @flow(
     name="discovery",
-    flow_run_name=_flow_run_name,
+    flow_run_name=flow_run_name,
     description=(
         "Find out which free models work, how fast they are, why the others fail, and which to "
         "fall back to; store the run in DuckDB and render the reports into docs/."
@@ -192,321 +258,289 @@ PLAIN_STEPS = Steps(
     log_prints=True,
     persist_result=False,
 )
-async def discovery(
-    source: str = "auto",
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    scenario: str | None = None,
-    seed: int | None = None,
-    budget: int | None = None,
-    candidates: str | None = None,
-    resume: bool = False,
-    max_models: int | None = None,
-    requests_per_minute: int | None = None,
-    data_dir: str | None = None,
-    docs_dir: str | None = None,
-    commit_docs: bool = False,
-    suite: str = "standard",
-) -> RunSummary:
+@flow_signature
+async def discovery(params: RunParameters) -> RunSummary | State:
     """Run one discovery. Parameters override settings; the API key never is a parameter."""
-    params = RunParameters(
-        source=source,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        scenario=scenario,
-        seed=seed,
-        budget=budget,
-        candidates=candidates,
-        resume=resume,
-        max_models=max_models,
-        requests_per_minute=requests_per_minute,
-        data_dir=data_dir,
-        docs_dir=docs_dir,
-        commit_docs=commit_docs,
-        suite=suite,
-    )
-    return await execute(params, steps=PREFECT_STEPS, logger=get_run_logger(), flow_run_id=flow_run.id)
+    logger = get_run_logger()
+    quiet_expected_errors()
+    try:
+        return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
+    except DiscoveryError as exc:
+        return Failed(message=str(exc), data=exc)
+    except asyncio.CancelledError as exc:
+        run_id = getattr(exc, "run_id", None)
+        return Cancelled(message=interrupted_line(run_id))
 
 
 async def run_without_prefect(params: RunParameters) -> RunSummary:
     """The same pipeline with the plain step functions: no Prefect server, task runs or artifacts.
 
-    Used to measure what orchestration costs (bench/bench_orchestration.py).
+    Used to measure what orchestration costs (bench/bench_orchestration.py) and in tests.
     """
     return await execute(params, steps=PLAIN_STEPS, logger=logging.getLogger("discovery"), flow_run_id=None)
-
-
-def _settings_for(params: RunParameters) -> Settings:
-    return load_settings(
-        source=params.base_url or params.source,
-        sandbox_scenario=params.scenario,
-        sandbox_seed=params.seed,
-        requests_per_minute=params.requests_per_minute,
-        data_dir=params.data_dir,
-        docs_dir=params.docs_dir,
-        max_models=params.max_models,
-    )
-
-
-def preflight(params: RunParameters) -> None:
-    """Check the parameters a user gives before any flow run starts; raises the project's clear errors.
-
-    The CLI calls this first, so a mistake (an invalid setting, nothing to resume, a missing candidates
-    or scenario file) ends as one line, not as a failed flow run with a traceback in Prefect's log.
-    """
-    if params.suite != "standard":
-        raise ConfigError(f"unknown suite {params.suite!r}; the only suite is 'standard'")
-    settings = _settings_for(params)
-    if params.resume and storage.latest_unfinished_run(settings.runs_dir) is None:
-        raise RunNotFoundError(f"no unfinished run to resume in {settings.runs_dir}")
-    if params.candidates:
-        read_candidates(Path(params.candidates))
-    if params.scenario:
-        from freemodels.sandbox.scenario import load_scenario
-
-        load_scenario(Path(params.scenario))
-    if params.api_key_env:
-        from freemodels.settings import read_env_secret
-
-        if read_env_secret(params.api_key_env) is None:
-            raise ConfigError(f"--api-key-env names {params.api_key_env}, but that variable is not set")
-    if settings.source_kind().value == "openrouter" and settings.resolved_api_key() is None:
-        raise ConfigError("source 'openrouter' needs OPENROUTER_API_KEY; unset it to use the sandbox")
 
 
 async def execute(
     params: RunParameters,
     *,
     steps: Steps,
-    logger: logging.Logger | logging.LoggerAdapter,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     flow_run_id: str | None,
 ) -> RunSummary:
-    """Run one discovery with the given steps."""
-    if params.suite != "standard":
-        raise ConfigError(f"unknown suite {params.suite!r}; the only suite is 'standard'")
-    settings = _settings_for(params)
+    """Run (or resume) one discovery with the given steps."""
+    prepared = prepare(params)
+    settings = prepared.settings
+    in_prefect = steps.in_prefect and bool(flow_run_id)
+    if prepared.resumed is not None:
+        logger.info("Resuming run %s", prepared.resumed.run_id)
+    if prepared.resumed is not None and prepared.resumed.continuable():
+        logger.info("%d models were left untested by the quota: probing them now", prepared.resumed.untested)
 
-    # ---- the run id: new, or the latest unfinished one -------------------------------------------
-    runs_dir = settings.runs_dir
-    previous_info: RunInfo | None = None
-    if params.resume:
-        run_id = storage.latest_unfinished_run(runs_dir)
-        if run_id is None:
-            raise RunNotFoundError(f"no unfinished run to resume in {runs_dir}")
-        previous_info = storage.read_run_info(storage.run_dir(runs_dir, run_id))
-        stored = json.loads(previous_info.settings_json or "{}").get("parameters", {})
-        params = params.resumed_from(stored)
-        settings = _settings_for(params)
-        logger.info("Resuming run %s", run_id)
-    else:
-        run_id = storage.new_run_id(datetime.now(UTC))
-    cand_ids = read_candidates(Path(params.candidates)) if params.candidates else []
-    folder = storage.run_dir(runs_dir, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    with open_source(settings, api_key_env=params.api_key_env) as src:
-        info = _start_info(run_id, src, settings, params, previous_info, flow_run_id)
-        storage.write_run_info(folder, info)
-        return await _run(settings, src, info, folder, params, cand_ids, steps, logger)
-
-
-def _start_info(
-    run_id: str,
-    src: ResolvedSource,
-    settings: Settings,
-    params: RunParameters,
-    previous: RunInfo | None,
-    flow_run_id: str | None,
-) -> RunInfo:
-    now = datetime.now(UTC)
-    settings_json = json.dumps(
-        {
-            "source": src.kind,
-            "base_url": src.base_url,
-            "requests_per_minute": src.requests_per_minute,
-            "max_tokens": settings.max_tokens,
-            "samples_per_task": settings.samples_per_task,
-            "probe_deadline_s": settings.probe_deadline_s,
-            "sandbox_seed": settings.sandbox_seed if src.kind == "sandbox" else None,
-            "parameters": {
-                "source": params.source,
-                "base_url": params.base_url,
-                "api_key_env": params.api_key_env,
-                "scenario": str(Path(params.scenario).resolve()) if params.scenario else None,
-                "seed": params.seed,
-                "max_models": params.max_models,
-                "requests_per_minute": params.requests_per_minute,
-            },
-        },
-        sort_keys=True,
-    )
-    if previous is not None:
-        return replace(
-            previous,
-            status="running",
-            prefect_flow_run_id=str(flow_run_id) if flow_run_id else previous.prefect_flow_run_id,
-        )
-    return RunInfo(
-        run_id=run_id,
-        started_at=now,
-        source=src.kind,
-        base_url=src.base_url,
-        status="running",
-        prefect_flow_run_id=str(flow_run_id) if flow_run_id else None,
-        suite_version=SUITE_VERSION,
-        settings_json=settings_json,
-        notes=list(src.notes),
-    )
-
-
-async def _run(
-    settings: Settings,
-    src: ResolvedSource,
-    info: RunInfo,
-    folder: Path,
-    params: RunParameters,
-    cand_ids: list[str],
-    steps: Steps,
-    logger: logging.Logger | logging.LoggerAdapter,
-) -> RunSummary:
-    run_id = info.run_id
-    in_prefect = steps.in_prefect and bool(flow_run.id)
+    recorder = _recorder(prepared, flow_run_id)
     if in_prefect:
         from flows.artifacts import label_flow_run
 
-        await label_flow_run(info.source, run_date=info.started_at.date())
-    async with src.client() as client:
-        catalog, fetched_at = await steps.fetch_catalog(
-            client, origin=src.base_url, timeout_s=settings.catalog_timeout_s
-        )
-        if src.kind == "base_url":
-            catalog, unpriced = mark_unpriced_as_free(catalog)
-            if unpriced:
-                src.note("The server lists no prices: every model it serves counts as free.")
-        quota_before = await steps.fetch_quota(client)
-        if quota_before is None and src.kind != "sandbox":
-            src.note("The server has no /key endpoint: the daily quota is unknown, no budget applies.")
-        info = replace(
-            info,
-            catalog_fetched_at=fetched_at,
-            quota_before=info.quota_before
-            if info.quota_before is not None
-            else (quota_before.daily_remaining if quota_before else None),
-            quota_limit=quota_before.daily_limit if quota_before else info.quota_limit,
-        )
-        storage.write_table(folder / "catalog.parquet", catalog)
-        free = steps.filter_free(catalog, settings.max_models)
-        fams = families(free)
-        logger.info("Catalog: %d models, %d free in %d families", catalog.height, free.height, len(fams))
+        await label_flow_run(prepared.profile.run_label, run_date=datetime.now(UTC).date())
 
-        done_probes = storage.read_probe_checkpoints(folder)
-        done_keys = storage.completed_probe_keys(done_probes)
-        effective_budget = src.daily_budget(params.budget, quota_before)
-        plan = steps.plan_probes(free, list(TASKS), settings.samples_per_task, effective_budget, done_keys)
-        logger.info(
-            "Plan: %d probes to send over %d models; %d models untested for lack of quota; "
-            "%d probes already done",
-            len(plan.specs),
-            len(plan.models),
-            len(plan.untested),
-            len(done_keys),
-        )
+    if recorder is None or not recorder.done(RunStep.PROBED):
+        with open_source(settings, kind=prepared.kind, api_key_env=prepared.params.api_key_env) as source:
+            async with source.client(settings) as client:
+                # The catalog is the first request: an unreachable source stops the run here, before
+                # anything is written (a resumed run keeps the catalog it started with).
+                catalog, fetched_at = await steps.fetch_catalog(
+                    client, origin=source.base_url, timeout_s=settings.catalog_timeout_s
+                )
+                if recorder is None:
+                    recorder = _new_recorder(prepared, source, flow_run_id)
+                else:
+                    recorder.begin()
+                async with guarded(recorder, logger):
+                    await _probe(prepared, source, client, recorder, catalog, fetched_at, steps, logger)
+    else:
+        recorder.begin()
+    async with guarded(recorder, logger):
+        outcome = await _conclude(prepared, recorder, steps, in_prefect, logger)
+        recorder.end(RunStatus.COMPLETED)
+    return _summary(prepared, recorder, outcome)
 
-        tasks_by_name = {t.name: t for t in build_suite(suite_seed(run_id))}
-        attempt_offset = storage.max_attempts_by_probe(done_probes)
-        limiter = src.rate_limiter(effective_budget)
-        by_family: dict[str, list] = {}
-        for spec in plan.specs:
-            by_family.setdefault(spec.family, []).append(spec)
-        with CheckpointWriter(folder) as checkpoint:
-            ctx = FamilyContext(
-                client=client,
-                settings=settings,
-                limiter=limiter,
-                tasks=tasks_by_name,
-                run_id=run_id,
-                on_result=checkpoint.add,
-                attempt_offset=attempt_offset,
-                semaphore=asyncio.Semaphore(src.max_concurrency),
-                cost_guard=src.kind == "openrouter",
-            )
-            outcomes = await asyncio.gather(
-                *(steps.test_family(family, specs, ctx) for family, specs in sorted(by_family.items()))
-            )
-        quota_after = await steps.fetch_quota(client)
 
-    unsent = [spec for outcome in outcomes for spec in outcome.unsent]
-    quota_exhausted = any(outcome.quota_exhausted for outcome in outcomes)
-    all_probes = storage.read_probe_checkpoints(folder)
-    untested = sorted(set(plan.untested) | {spec.model_id for spec in unsent})
+def _recorder(prepared: Prepared, flow_run_id: str | None) -> RunRecorder | None:
+    """The recorder of a resumed run (None for a new one: it is created once the source answers)."""
+    if prepared.resumed is None:
+        return None
+    folder = storage.run_dir(prepared.settings.runs_dir, prepared.resumed.run_id)
+    info = prepared.resumed.info
+    if flow_run_id:
+        info = replace(info, prefect_flow_run_id=str(flow_run_id))
+    recorder = RunRecorder(folder, info, prepared.settings.database)
+    if prepared.resumed.continuable():
+        recorder.restart_steps()
+    return recorder
 
-    catalog_ids = catalog.get_column("model_id").to_list()
-    listed = set(catalog_ids)
-    candidate_outcomes = []
-    for cid in cand_ids:
-        if cid in listed:
-            continue
-        failure, suggestions = classify_candidate(cid, catalog_ids)
-        candidate_outcomes.append(CandidateOutcome(cid, failure, tuple(suggestions)))
 
-    results = steps.analyze(all_probes, free, run_id, untested, candidate_outcomes)
-    results, rotation = steps.rank(results, catalog, run_id, settings.min_samples_for_tier, all_probes)
-
-    status = "partial" if (quota_exhausted or unsent or plan.untested) else "completed"
-    info = replace(
-        info,
-        status=status,
-        finished_at=datetime.now(UTC),
-        quota_after=quota_after.daily_remaining if quota_after else None,
+def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -> RunRecorder:
+    settings = prepared.settings
+    now = datetime.now(UTC)
+    run_id = storage.new_run_id(now)
+    settings_json = json.dumps(
+        {
+            "parameters": prepared.params.stored(),
+            "identity": source.identity.as_dict(),
+            "requests_per_minute": source.requests_per_minute,
+            "max_tokens": settings.max_tokens,
+            "samples_per_task": settings.samples_per_task,
+            "min_samples_for_tier": settings.min_samples_for_tier,
+            "probe_deadline_s": settings.probe_deadline_s,
+        },
+        sort_keys=True,
     )
-    if (
-        src.kind == "base_url"
-        and not all_probes.is_empty()
-        and all_probes.get_column("completion_tokens").is_null().all()
-    ):
-        src.note("The server reports no token usage in its streams: token counts are unknown.")
-    if (
-        src.kind == "base_url"
-        and not all_probes.is_empty()
-        and all_probes.get_column("server_ttft_ms").is_null().all()
-    ):
-        src.note("The server reports no timings of its own: only the timings measured here are shown.")
-    info = replace(info, notes=list(dict.fromkeys([*info.notes, *src.notes])))
-    steps.store(settings.database, folder, info, all_probes, results, rotation, catalog)
-    rendered = steps.render(settings.database, settings.docs_dir, run_id)
-    documents = rendered.paths
-    if in_prefect:
-        from flows.alerts import emit_lost_models, previous_rotation_of
-        from flows.artifacts import publish_artifacts
+    info = RunInfo(
+        run_id=run_id,
+        started_at=now,
+        source=source.kind.value,
+        base_url=source.base_url,
+        prefect_flow_run_id=str(flow_run_id) if flow_run_id else None,
+        suite_version=SUITE_VERSION,
+        settings_json=settings_json,
+    )
+    folder = storage.run_dir(settings.runs_dir, run_id)
+    recorder = RunRecorder(folder, info, settings.database)
+    recorder.begin()
+    if prepared.candidates:
+        storage.write_candidates(folder, prepared.candidates)
+    return recorder
 
-        await publish_artifacts(rendered.summary_markdown, rendered.tiers, run_id)
+
+async def _probe(
+    prepared: Prepared,
+    source: Source,
+    client: httpx.AsyncClient,
+    recorder: RunRecorder,
+    fetched: pl.DataFrame,
+    fetched_at: datetime,
+    steps: Steps,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Probe every free model the plan and the budget allow; checkpoints hold every answer."""
+    settings, folder, run_id = prepared.settings, recorder.folder, recorder.run_id
+    catalog_file = folder / storage.TABLE_FILES["catalog"]
+    if catalog_file.is_file():  # a resumed run keeps the catalog it started with
+        catalog = storage.read_table(catalog_file)
+    else:
+        catalog = fetched
+        if not source.profile.lists_prices:
+            catalog, _ = mark_unpriced_as_free(catalog)
+        storage.write_table(catalog_file, catalog)
+        recorder.save(mirror=False, catalog_fetched_at=fetched_at)
+    quota = await steps.fetch_quota(client)
+    free = steps.filter_free(catalog, settings.max_models)
+    logger.info(
+        "Catalog: %d models, %d free in %d families", catalog.height, free.height, len(families(free))
+    )
+
+    done = storage.read_probe_checkpoints(folder)
+    done_keys = storage.completed_probe_keys(done, max_attempts=settings.max_attempts)
+    budget = source.daily_budget(prepared.params.budget, settings, quota)
+    plan = steps.plan_probes(free, list(TASKS), settings.samples_per_task, budget, done_keys)
+    logger.info(
+        "Plan: %d probes to send over %d models; %d models untested for lack of quota; "
+        "%d probes already done",
+        len(plan.specs),
+        len(plan.models),
+        len(plan.untested),
+        len(done_keys),
+    )
+    recorder.save(
+        quota_before=recorder.info.quota_before
+        if recorder.info.quota_before is not None
+        else (quota.daily_remaining if quota else None),
+        quota_limit=quota.daily_limit if quota else recorder.info.quota_limit,
+    )
+    by_family: dict[str, list[ProbeSpec]] = {}
+    for spec in plan.specs:
+        by_family.setdefault(spec.family, []).append(spec)
+    with CheckpointWriter(folder, source=source.kind.value) as checkpoint:
+        ctx = FamilyContext(
+            client=client,
+            settings=settings,
+            limiter=source.rate_limiter(budget),
+            tasks={t.name: t for t in build_suite(suite_seed(run_id))},
+            run_id=run_id,
+            on_result=checkpoint.add,
+            attempt_offset=storage.max_attempts_by_probe(done),
+            attempts_used=storage.attempts_used(done),
+            semaphore=asyncio.Semaphore(source.max_concurrency),
+            cost_guard=source.profile.cost_guard,
+            reset_epoch_ms=source.profile.reset_header_epoch_ms,
+        )
+        await asyncio.gather(
+            *(steps.test_family(family, specs, ctx) for family, specs in sorted(by_family.items()))
+        )
+    quota_after = await steps.fetch_quota(client)
+    probes = storage.read_probe_checkpoints(folder)
+    untested = _untested_models(free, probes, settings)
+    notes = source_notes(
+        source.profile,
+        unpriced=not source.profile.lists_prices and catalog.get_column("pricing_json").is_null().all(),
+        quota=quota,
+        budget=budget,
+        probes=probes,
+    )
+    recorder.save(
+        mirror=False,
+        quota_after=quota_after.daily_remaining if quota_after else None,
+        untested_models=len(untested),
+        notes=list(dict.fromkeys([*recorder.info.notes, *notes])),
+    )
+    recorder.step_done(RunStep.PROBED)
+
+
+def _untested_models(free: pl.DataFrame, probes: pl.DataFrame, settings: Settings) -> list[str]:
+    """Free models with a probe of the suite still to send (the quota ended probing before it)."""
+    done = storage.completed_probe_keys(probes, max_attempts=settings.max_attempts)
+    expected = [(t, s) for s in range(settings.samples_per_task) for t in TASKS]
+    return [
+        m for m in free.get_column("model_id").to_list() if any((m, t, s) not in done for t, s in expected)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Conclusion:
+    results: pl.DataFrame
+    catalog: pl.DataFrame
+    free: pl.DataFrame
+    probes: pl.DataFrame
+    documents: list[Path]
+
+
+async def _conclude(
+    prepared: Prepared,
+    recorder: RunRecorder,
+    steps: Steps,
+    in_prefect: bool,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> _Conclusion:
+    """Analyse, rank and store the run, then render, publish, alert and commit: each step once."""
+    settings, folder, run_id = prepared.settings, recorder.folder, recorder.run_id
+    catalog = storage.read_table(folder / storage.TABLE_FILES["catalog"])
+    free = steps.filter_free(catalog, settings.max_models)
+    probes = storage.read_probe_checkpoints(folder)
+    if not recorder.done(RunStep.STORED):
+        results = steps.analyze(
+            probes, free, catalog.get_column("model_id").to_list(), run_id, list(prepared.candidates)
+        )
+        results, rotation = steps.rank(results, catalog, run_id, settings.min_samples_for_tier, probes)
+        steps.store(settings.database, folder, recorder.info, probes, results, rotation, catalog)
+        recorder.step_done(RunStep.STORED)
+    results = storage.read_table(folder / storage.TABLE_FILES["model_results"])
+
+    documents: list[Path] = []
+    publish = in_prefect and not recorder.done(RunStep.PUBLISHED)
+    if not recorder.done(RunStep.RENDERED) or publish:
+        rendered = steps.render(settings.database, settings.docs_dir, run_id)
+        documents = rendered.paths
+        recorder.step_done(RunStep.RENDERED)
+        if publish:
+            from flows.artifacts import publish_artifacts
+
+            await publish_artifacts(rendered.summary_markdown, rendered.tiers, run_id)
+            recorder.step_done(RunStep.PUBLISHED)
+    if in_prefect and not recorder.done(RunStep.ALERTED):
+        from flows.alerts import emit_lost_models, previous_rotation_of
+
         previous = previous_rotation_of(settings.database, run_id)
-        lost = emit_lost_models(previous, results, catalog, run_id=run_id, source=info.source)
+        lost = emit_lost_models(previous, results, catalog, run_id=run_id, source=recorder.info.source)
         for model in lost:
             logger.warning(
                 "Lost from the previous rotation: %s (%s: %s)", model.model_id, model.reason, model.detail
             )
-    if params.commit_docs:
-        from flows.docs_commit import commit_docs as do_commit
+        recorder.step_done(RunStep.ALERTED)
+    if prepared.params.commit_docs and not recorder.done(RunStep.COMMITTED):
+        from flows.docs_commit import commit_docs
 
-        do_commit(settings.docs_dir, run_date=info.started_at.date().isoformat())
+        commit_docs(settings.docs_dir, run_date=recorder.info.started_at.date().isoformat())
+        recorder.step_done(RunStep.COMMITTED)
+    return _Conclusion(results=results, catalog=catalog, free=free, probes=probes, documents=documents)
 
-    working = results.filter(pl.col("verdict").is_in(["working", "degraded"])).height
-    tested = results.filter(pl.col("n") > 0).height
+
+def _summary(prepared: Prepared, recorder: RunRecorder, outcome: _Conclusion) -> RunSummary:
+    info = recorder.info
+    verdicts = outcome.results.get_column("verdict")
     return RunSummary(
-        run_id=run_id,
+        run_id=info.run_id,
         source=info.source,
         base_url=info.base_url,
-        status=status,
-        catalog_models=catalog.height,
-        free_models=free.height,
-        tested_models=tested,
-        working_models=working,
-        untested_models=len(untested),
-        probes_sent=all_probes.height,
+        status=info.status,
+        catalog_models=outcome.catalog.height,
+        free_models=outcome.free.height,
+        tested_models=int((outcome.results.get_column("n") > 0).sum()),
+        working_models=int(verdicts.is_in(["working", "degraded"]).sum()),
+        untested_models=info.untested_models or 0,
+        probes_sent=outcome.probes.height,
         quota_before=info.quota_before,
         quota_after=info.quota_after,
-        database=str(settings.database),
-        run_dir=str(folder),
-        documents=[str(p) for p in documents],
+        database=str(prepared.settings.database),
+        run_dir=str(recorder.folder),
+        documents=[str(p) for p in outcome.documents],
+        resumed=prepared.resumed is not None,
     )

@@ -1,15 +1,42 @@
-"""Glue between the CLI and the flow: run a discovery, render reports, list runs.
+"""Glue between the CLI and the flow: run a discovery, render reports, list and abandon runs.
 
 Prefect is configured here, at the edge, before it is imported: analytics off (the tool must run with
-no internet), and quieter server logs. A ``PREFECT_API_URL`` set by the user (a running Prefect server)
-is respected; without one, Prefect starts a temporary local server for the run.
+no internet) and quieter server logs. A run records into a Prefect server, chosen in this order:
+
+1. the one ``PREFECT_API_URL`` names;
+2. the local stack's, when ``discovery up`` runs in this folder (the run then shows in its UI);
+3. a temporary server started for the run and stopped after it.
+
+The temporary server runs in a session of its own, so the Ctrl-C meant for the run does not kill it
+while the run still reports its state to it (that left Prefect's event worker retrying for minutes).
+
+SIGINT and SIGTERM cancel the run: the flow records it as ``interrupted`` (checkpoint flushed) and
+returns a ``Cancelled`` state, and the CLI prints one line and exits 130.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from flows.parameters import RunParameters
+from freemodels.errors import ConfigError, DiscoveryError, RunNotFoundError
+
+if TYPE_CHECKING:
+    from flows.discovery import RunSummary
+    from flows.prepare import Prepared
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -19,6 +46,9 @@ PREFECT_DEFAULTS = {
     # longer than Prefect's default of 20 s.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
+TEMPORARY_SERVER_START_TIMEOUT_S = 120.0
+TEMPORARY_SERVER_STOP_TIMEOUT_S = 5.0
+DEFAULT_STACK_DIR = Path(".stack")
 
 
 def configure_prefect() -> None:
@@ -27,20 +57,188 @@ def configure_prefect() -> None:
         os.environ.setdefault(key, value)
 
 
-def run_discovery(**parameters: object):  # -> RunSummary (imported lazily)
-    """Run the ``discovery`` flow in this process and return its summary."""
-    configure_prefect()
-    from flows.discovery import RunParameters, discovery, preflight
+# --------------------------------------------------------------------------------------------------
+# which Prefect server a run records into
 
-    clean = {k: v for k, v in parameters.items() if v is not None and v is not False}
-    preflight(RunParameters(**clean))  # type: ignore[arg-type]
-    return asyncio.run(discovery(**clean))  # type: ignore[arg-type]
+
+def _configured_api_url() -> str | None:
+    """``PREFECT_API_URL`` from Prefect's settings (a test harness sets it there, not in the
+    environment) or, before Prefect is imported, from the environment."""
+    if "prefect" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+    return os.environ.get("PREFECT_API_URL") or None
+
+
+def _stack_api_url(stack_dir: Path) -> str | None:
+    """The API of the local stack recorded in ``stack_dir``, when it runs and answers."""
+    from flows.stack import StackPaths, load_state, server_healthy
+
+    try:
+        state = load_state(StackPaths.at(stack_dir))
+    except DiscoveryError:
+        return None
+    if state is None or not server_healthy(state.api_url):
+        return None
+    return state.api_url
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def temporary_server() -> Iterator[str]:
+    """A Prefect server for one run, in its own session; yields its API URL and stops it after."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    env.pop("PREFECT_API_URL", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + TEMPORARY_SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                detail = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+                raise ConfigError(
+                    f"the temporary Prefect server did not start: {detail.strip() or proc.returncode}"
+                )
+            try:
+                if httpx.get(f"{api}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                waited = TEMPORARY_SERVER_START_TIMEOUT_S
+                raise ConfigError(f"the temporary Prefect server did not answer within {waited:.0f} s")
+            time.sleep(0.2)
+        yield api
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=TEMPORARY_SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+@contextlib.contextmanager
+def prefect_api(stack_dir: Path = DEFAULT_STACK_DIR) -> Iterator[str]:
+    """The API a CLI run records into (see the module docstring), set for Prefect for the block."""
+    configured = _configured_api_url()
+    if configured:
+        yield configured
+        return
+    stack = _stack_api_url(stack_dir)
+    with contextlib.ExitStack() as stack_of_contexts:
+        api = stack or stack_of_contexts.enter_context(temporary_server())
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api
+
+
+# --------------------------------------------------------------------------------------------------
+# running the flow
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a CLI run ended: a summary, or one line saying why not."""
+
+    summary: RunSummary | None
+    interrupted: str | None = None
+
+
+def check_run(params: RunParameters) -> Prepared:
+    """Everything :func:`flows.prepare.prepare` checks, before Prefect is started."""
+    from flows.prepare import prepare
+
+    return prepare(params)
+
+
+async def _flow_in_task(params: RunParameters) -> Any:
+    """Call the flow with SIGTERM cancelling it, as SIGINT does under ``asyncio.run``."""
+    from flows.discovery import discovery
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await discovery(**dataclasses.asdict(params), return_state=True)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_discovery(params: RunParameters) -> RunEnd:
+    """Run the ``discovery`` flow in this process; raise the project's error when it failed."""
+    configure_prefect()
+    with prefect_api():
+        from flows.lifecycle import quiet_expected_errors
+
+        quiet_expected_errors()
+        state = asyncio.run(_flow_in_task(params))
+    if state.is_cancelled():
+        return RunEnd(None, interrupted=state.message or "interrupted")
+    if state.is_failed():
+        error = state.data if isinstance(state.data, BaseException) else None
+        if isinstance(error, DiscoveryError):
+            raise error
+        # A crash or a defect: the state's result raises it (with its traceback under --debug).
+        state.result()
+        raise DiscoveryError(state.message or "the run failed")
+    return RunEnd(state.result())
+
+
+# --------------------------------------------------------------------------------------------------
+# reports and the runs listing
 
 
 def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | None) -> list[Path]:
     """Render docs/ again from the database."""
     from freemodels import storage
-    from freemodels.errors import RunNotFoundError
     from freemodels.settings import load_settings
     from tasks.render import render_and_write
 
@@ -57,29 +255,44 @@ def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | 
         con.close()
 
 
-def list_runs_table(*, data_dir: str | None) -> str:
-    """The stored runs as a plain-text table."""
-    from freemodels import storage
-    from freemodels.errors import RunNotFoundError
+RUN_COLUMNS = ("run_id", "started", "source", "status", "untested", "quota", "why")
+
+
+def runs_table(*, data_dir: str | None) -> str:
+    """Every run with its status, oldest first, as a plain-text table (unfinished ones included)."""
+    from freemodels.runs import all_runs
     from freemodels.settings import load_settings
 
     settings = load_settings(data_dir=data_dir)
-    if not settings.database.exists():
-        raise RunNotFoundError(f"no database at {settings.database}; run `discovery run` first")
-    con = storage.connect(settings.database, read_only=True)
-    try:
-        runs = storage.list_runs(con)
-    finally:
-        con.close()
-    if runs.is_empty():
-        return "no runs stored"
-    cols = [
-        c
-        for c in ("run_id", "started_at", "source", "status", "quota_before", "quota_after")
-        if c in runs.columns
-    ]
-    rows = [[("" if v is None else str(v)) for v in row] for row in runs.select(cols).iter_rows()]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    runs = all_runs(settings.runs_dir)
+    if not runs:
+        return f"no runs in {settings.runs_dir}"
+    rows = []
+    for run in runs:
+        info = run.info
+        quota = "" if info.quota_before is None else f"{info.quota_before} -> {info.quota_after}"
+        rows.append(
+            [
+                run.run_id,
+                info.started_at.strftime("%Y-%m-%d %H:%M UTC"),
+                info.source,
+                run.status.value,
+                str(run.untested) if run.untested else "",
+                quota,
+                run.reason or "",
+            ]
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(RUN_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(RUN_COLUMNS, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def abandon_run(run_id: str, *, data_dir: str | None) -> str:
+    """Mark a run abandoned; returns the line to print."""
+    from freemodels.runs import abandon
+    from freemodels.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    info = abandon(settings.runs_dir, settings.database, run_id)
+    return f"run {info.run_id}: abandoned ({info.status_reason})"

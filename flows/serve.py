@@ -23,6 +23,7 @@ time (runs share one DuckDB file and one account's quota).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from freemodels.errors import ConfigError
@@ -36,13 +37,6 @@ DESCRIPTION = (
     "Monthly discovery of the free models on OpenRouter (or the sandbox without a key): probes, "
     "tiers, rotation, DuckDB history and the reports in docs/."
 )
-
-
-def deployment_parameters(
-    *, source: str = "auto", suite: str = "standard", budget: int | None = None, commit_docs: bool = False
-) -> dict[str, Any]:
-    """The deployment's default parameters (each can be overridden per run with ``--param``)."""
-    return {"source": source, "suite": suite, "budget": budget, "commit_docs": commit_docs}
 
 
 def monthly_schedule():  # -> prefect.schedules.Schedule
@@ -67,10 +61,12 @@ def _paused_now(flow_name: str) -> bool:
             raise ConfigError(f"cannot reach the Prefect server at {client.api_url}: {exc}") from None
 
 
-def serve(
-    *, source: str = "auto", suite: str = "standard", budget: int | None = None, commit_docs: bool = False
-) -> None:
-    """Register ``discovery/monthly`` and serve it until interrupted (SIGINT or SIGTERM)."""
+def serve(defaults: Mapping[str, Any] | None = None) -> None:
+    """Register ``discovery/monthly`` and serve it until interrupted (SIGINT or SIGTERM).
+
+    ``defaults`` are the deployment's default parameters (:func:`flows.parameters.deployment_parameters`
+    fills in the rest); each run may override them with ``--param``.
+    """
     from flows.runner import configure_prefect
 
     configure_prefect()
@@ -83,11 +79,12 @@ def serve(
             "http://127.0.0.1:4200/api), or start both with `discovery up`"
         )
     from flows.discovery import discovery
+    from flows.parameters import deployment_parameters
 
     discovery.serve(
         name=DEPLOYMENT_NAME,
         schedules=[monthly_schedule()],
-        parameters=deployment_parameters(source=source, suite=suite, budget=budget, commit_docs=commit_docs),
+        parameters=deployment_parameters(**(defaults or {})),
         tags=list(DEPLOYMENT_TAGS),
         description=DESCRIPTION,
         paused=_paused_now(discovery.name),

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -404,26 +405,11 @@ def server_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
 
 
-@dataclass(frozen=True, slots=True)
-class DeploymentDefaults:
-    """Default parameters of the ``monthly`` deployment, set by ``discovery serve`` flags."""
+def serve_command(defaults: Mapping[str, Any]) -> list[str]:
+    """``discovery serve`` with the deployment's default parameters (see :mod:`flows.parameters`)."""
+    from flows.parameters import deployment_args
 
-    source: str = "auto"
-    suite: str = "standard"
-    budget: int | None = None
-    commit_docs: bool = False
-
-    def serve_args(self) -> list[str]:
-        args = ["--source", self.source, "--suite", self.suite]
-        if self.budget is not None:
-            args += ["--budget", str(self.budget)]
-        if self.commit_docs:
-            args.append("--commit-docs")
-        return args
-
-
-def serve_command(defaults: DeploymentDefaults) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "serve", *defaults.serve_args()]
+    return [sys.executable, "-m", "flows.cli", "serve", *deployment_args(defaults)]
 
 
 def serve_environment(
@@ -460,7 +446,7 @@ class StackConfig:
     docs_dir: Path
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT  # 0: any free port
-    defaults: DeploymentDefaults = field(default_factory=DeploymentDefaults)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float = DEFAULT_START_TIMEOUT_S
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flows.argtypes import non_negative_int, port, seconds
+from flows.argtypes import port, seconds
+from flows.parameters import add_deployment_options, deployment_defaults_from_args
 from flows.stack import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -20,7 +21,6 @@ from flows.stack import (
     FLOW_NAME,
     SERVE,
     SERVER,
-    DeploymentDefaults,
     StackConfig,
     StackPaths,
     StackState,
@@ -28,38 +28,6 @@ from flows.stack import (
     start_stack,
     stop_stack,
 )
-
-
-def _budget(text: str) -> int:
-    return non_negative_int(text)
-
-
-def _add_deployment_defaults(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        choices=["auto", "sandbox", "openrouter"],
-        default="auto",
-        help="default source of the deployment's runs (default: auto = openrouter with a key, else sandbox)",
-    )
-    parser.add_argument(
-        "--suite", default="standard", help="default probe suite of the runs (default: standard)"
-    )
-    parser.add_argument(
-        "--budget",
-        type=_budget,
-        help="default request budget per run (default: the remaining daily quota)",
-    )
-    parser.add_argument(
-        "--commit-docs",
-        action="store_true",
-        help="make runs commit docs/ with git by default (only docs/, never pushes)",
-    )
-
-
-def _defaults(args: argparse.Namespace) -> DeploymentDefaults:
-    return DeploymentDefaults(
-        source=args.source, suite=args.suite, budget=args.budget, commit_docs=args.commit_docs
-    )
 
 
 def _stack_dir(parser: argparse.ArgumentParser) -> None:
@@ -79,13 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Register discovery/monthly and serve it in the foreground."""
     from flows.serve import serve
 
-    defaults = _defaults(args)
-    serve(
-        source=defaults.source,
-        suite=defaults.suite,
-        budget=defaults.budget,
-        commit_docs=defaults.commit_docs,
-    )
+    serve(deployment_defaults_from_args(args))
     return 0
 
 
@@ -119,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         docs_dir=(project_dir / settings.docs_dir).resolve(),
         host=args.host,
         port=args.port,
-        defaults=_defaults(args),
+        defaults=deployment_defaults_from_args(args),
         timeout_s=args.timeout,
     )
     print(f"Starting the Prefect server and the serve process (state in {config.paths.root}) ...")
@@ -197,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "background together with a local server."
         ),
     )
-    _add_deployment_defaults(serve)
+    add_deployment_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     up = sub.add_parser(
@@ -220,7 +182,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_START_TIMEOUT_S,
         help=f"seconds to wait for each process to be ready (default: {DEFAULT_START_TIMEOUT_S:.0f})",
     )
-    _add_deployment_defaults(up)
+    add_deployment_options(up)
     _stack_dir(up)
     up.set_defaults(func=cmd_up)
 

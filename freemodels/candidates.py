@@ -202,6 +202,27 @@ def classify_candidate(
     return Failure.NO_ENDPOINTS, []
 
 
+@dataclass(frozen=True, slots=True)
+class CandidateOutcome:
+    """A candidate id that the catalog does not list, classified without sending it."""
+
+    model_id: str
+    failure: Failure
+    suggestions: tuple[str, ...]
+
+
+def classify_unlisted(candidates: Sequence[str], catalog_ids: Sequence[str]) -> list[CandidateOutcome]:
+    """The candidates the catalog does not list, each classified (listed ones are probed instead)."""
+    index = _as_index(tuple(catalog_ids))
+    outcomes = []
+    for candidate in candidates:
+        if candidate.strip() in index.ids:
+            continue
+        failure, suggestions = classify_candidate(candidate, index)
+        outcomes.append(CandidateOutcome(candidate, failure, tuple(suggestions)))
+    return outcomes
+
+
 def read_candidates(path: str | Path) -> list[str]:
     """Candidate ids from a file: one per line, ``#`` starts a comment, blank lines are skipped.
 

@@ -202,12 +202,14 @@ def retry_hint_s(
     envelope: ErrorEnvelope | None,
     *,
     now_s: float,
+    reset_epoch_ms: bool = True,
 ) -> float | None:
     """How long the server asks us to wait, in the documented order, or None if it gives no hint.
 
     1. the ``Retry-After`` header; 2. ``error.availability.retry_after``;
     3. ``error.metadata.headers.X-RateLimit-Reset`` (epoch ms), else the ``X-RateLimit-Reset``
     response header. ``now_s`` is the wall clock (epoch seconds) to turn a reset time into a wait.
+    Step 3 only with ``reset_epoch_ms``: the unit is OpenRouter's, and other servers send other units.
     """
     lowered = {k.lower(): v for k, v in headers.items()} if headers is not None else {}
     hint = parse_retry_after(lowered.get("retry-after"), now_s=now_s)
@@ -215,6 +217,8 @@ def retry_hint_s(
         return hint
     if envelope is not None and envelope.retry_after_s is not None:
         return envelope.retry_after_s
+    if not reset_epoch_ms:
+        return None
     reset_ms = envelope.reset_ms if envelope is not None else None
     if reset_ms is None:
         reset_ms = _as_int(lowered.get("x-ratelimit-reset"))

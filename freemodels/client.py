@@ -132,13 +132,42 @@ async def fetch_catalog_bytes(
                 async with asyncio.timeout(timeout_s):
                     body = await _read_capped(response, max_bytes)
     except TimeoutError:
-        raise SourceError(f"GET {url} took longer than {timeout_s} s") from None
+        raise SourceError(f"GET {url} took longer than {timeout_s} s", transient=True) from None
     except httpx.HTTPError as exc:
-        raise SourceError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        raise network_error(exc, url) from None
     if not 200 <= response.status_code < 300:
         excerpt = redact(body[:2000].decode("utf-8", "replace"), sent_secret(client))[:300]
-        raise SourceError(f"GET {url} answered HTTP {response.status_code}: {excerpt}")
+        raise SourceError(
+            f"GET {url} answered HTTP {response.status_code}: {excerpt}",
+            transient=response.status_code >= 500,
+        )
     return body
+
+
+def network_error(exc: httpx.HTTPError, url: httpx.URL | str) -> SourceError:
+    """One line for a request that got no answer: what failed, and the host it failed on."""
+    target = httpx.URL(str(url))
+    host = target.host or str(target)
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, httpx.TimeoutException):
+        return SourceError(
+            f"{host} did not answer in time ({type(exc).__name__}) for GET {target}", transient=True
+        )
+    if isinstance(exc, httpx.ConnectError):
+        if (
+            "name or service not known" in lowered
+            or "nodename nor servname" in lowered
+            or "getaddrinfo" in lowered
+            or "temporary failure in name resolution" in lowered
+        ):
+            return SourceError(f"cannot resolve {host} (DNS): no network, or a wrong host name in {target}")
+        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+            return SourceError(f"TLS failed with {host}: {text[:200]}")
+        if "network is unreachable" in lowered or "no route to host" in lowered:
+            return SourceError(f"no network route to {host} ({target})")
+        return SourceError(f"cannot connect to {host} ({target}): connection refused or no network")
+    return SourceError(f"GET {target} failed: {type(exc).__name__}: {text[:200]}", transient=True)
 
 
 @dataclass(frozen=True, slots=True)

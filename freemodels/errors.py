@@ -13,10 +13,17 @@ Tree::
     ├── StorageError           the DuckDB file or Parquet files cannot be used
     │   └── DatabaseLockedError  another run holds the database
     ├── RunNotFoundError       no run matches (e.g. nothing to resume)
-    └── SourceError            the model source (OpenRouter, sandbox, base URL) cannot be reached
+    ├── SourceError            the model source (OpenRouter, sandbox, base URL) cannot be reached
+    └── RunFailed              a run stopped; it is recorded as failed and can be resumed
+
+:func:`environment_error` turns an ``OSError`` of the machine (disk full, permission denied, a
+read-only file system) into one clear :class:`StorageError` naming the path and what to do.
 """
 
 from __future__ import annotations
+
+import errno
+from pathlib import Path
 
 
 class DiscoveryError(Exception):
@@ -48,4 +55,42 @@ class RunNotFoundError(DiscoveryError):
 
 
 class SourceError(DiscoveryError):
-    """The model source cannot be reached or answered with something unusable."""
+    """The model source cannot be reached or answered with something unusable.
+
+    ``transient`` marks what may pass by itself (a 5xx answer, a timeout); an unreachable host, a
+    refused connection, a DNS or TLS failure or a 4xx answer will not, and are not retried.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class RunFailed(DiscoveryError):
+    """A run stopped on an error; its status is ``failed`` and ``discovery run --resume`` continues it."""
+
+    def __init__(self, reason: str, *, run_id: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.run_id = run_id
+
+
+_ERRNO_WORDS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("disk full", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space"),
+    errno.EACCES: ("permission denied", "fix the folder's permissions"),
+    errno.EPERM: ("permission denied", "fix the folder's permissions"),
+    errno.EROFS: ("read-only file system", "use a writable folder"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENOTDIR: ("a path component is not a folder", "check the path"),
+    errno.EISDIR: ("is a folder", "check the path"),
+    errno.EIO: ("input/output error", "check the disk"),
+}
+
+
+def environment_error(exc: OSError, path: Path | str | None = None) -> StorageError:
+    """One line for an ``OSError`` of the machine: the cause, the path, and what to do about it."""
+    where = path if path is not None else exc.filename
+    cause, fix = _ERRNO_WORDS.get(exc.errno or -1, (exc.strerror or type(exc).__name__, "check it"))
+    target = f" at {where}" if where is not None else ""
+    return StorageError(f"{cause}{target}; {fix}")

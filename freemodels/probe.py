@@ -413,6 +413,7 @@ async def probe_attempt(
     settings: Settings,
     attempt: int,
     cost_guard: bool = True,
+    reset_epoch_ms: bool = True,
     clock_ns: Callable[[], int] = time.perf_counter_ns,
     wall_s: Callable[[], float] = time.time,
 ) -> AttemptOutcome:
@@ -462,7 +463,11 @@ async def probe_attempt(
     generation_id = (
         headers.get(GENERATION_ID_HEADER) if headers is not None else None
     ) or state.generation_id
-    retry_after = retry_hint_s(headers, state.envelope, now_s=wall_s()) if failure is not None else None
+    retry_after = (
+        retry_hint_s(headers, state.envelope, now_s=wall_s(), reset_epoch_ms=reset_epoch_ms)
+        if failure is not None
+        else None
+    )
     result = ProbeResult(
         run_id=run_id,
         model_id=spec.model_id,

@@ -25,6 +25,28 @@ class Verdict(StrEnum):
     NOT_LISTED = "not_listed"  # a candidate id that the catalog does not list
 
 
+class RunStatus(StrEnum):
+    """Where a run stands. Only ``completed`` means every step is done (store, render, artifacts,
+    alerts, docs commit); ``interrupted`` and ``failed`` runs can be resumed."""
+
+    RUNNING = "running"  # a process is working on it (or was killed before it could say otherwise)
+    INTERRUPTED = "interrupted"  # SIGINT or SIGTERM: stopped on purpose, checkpoint flushed
+    FAILED = "failed"  # stopped by an error; ``status_reason`` says which
+    COMPLETED = "completed"  # every step done; models the quota left untested are counted apart
+    ABANDONED = "abandoned"  # the user gave it up (``discovery runs abandon``): never resumed
+
+
+class RunStep(StrEnum):
+    """The steps of a run that must each be done once; recorded in ``steps_done`` as they finish."""
+
+    PROBED = "probed"  # every planned probe has a result (or the quota ended probing)
+    STORED = "stored"  # Parquet files loaded into DuckDB
+    RENDERED = "rendered"  # docs/ written
+    PUBLISHED = "published"  # Prefect artifacts created
+    ALERTED = "alerted"  # lost-model events emitted
+    COMMITTED = "committed"  # docs/ committed with git (when asked)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
     """One (model, task, sample) to send."""
@@ -66,6 +88,7 @@ class ProbeResult:
     reply_excerpt: str | None = None
     server_ttft_ms: float | None = None  # the server's own timing, where it reports one
     server_total_ms: float | None = None
+    source: str | None = None  # the source kind that answered (a run never mixes sources)
 
     def as_row(self) -> dict[str, object]:
         row = asdict(self)
@@ -79,9 +102,9 @@ class RunInfo:
 
     run_id: str
     started_at: datetime
-    source: str  # sandbox | openrouter | base_url
+    source: str  # a SourceKind value: sandbox | openrouter | base_url
     base_url: str
-    status: str = "running"  # running | completed | partial (quota) | failed
+    status: str = RunStatus.RUNNING.value  # a RunStatus value
     finished_at: datetime | None = None
     quota_before: int | None = None
     quota_after: int | None = None
@@ -91,6 +114,12 @@ class RunInfo:
     suite_version: str = ""
     settings_json: str = "{}"
     notes: list[str] = field(default_factory=list)
+    status_reason: str | None = None  # why a run failed or was interrupted (one line)
+    steps_done: list[str] = field(default_factory=list)  # RunStep values, in the order done
+    untested_models: int | None = None  # free models the daily quota left untested
+    owner_pid: int | None = None  # the process working on the run while it is running
+    owner_host: str | None = None
+    owner_started: int | None = None  # that process's start time (clock ticks since boot)
 
 
 RUNS_SCHEMA: dict[str, pl.DataType] = {
@@ -108,6 +137,9 @@ RUNS_SCHEMA: dict[str, pl.DataType] = {
     "suite_version": pl.String(),
     "settings_json": pl.String(),
     "notes": pl.String(),
+    "status_reason": pl.String(),
+    "steps_done": pl.String(),  # JSON list of RunStep values
+    "untested_models": pl.Int64(),
 }
 
 # The parsed catalog: one row per listed model (see freemodels.catalog for the rules).
@@ -171,6 +203,7 @@ PROBES_SCHEMA: dict[str, pl.DataType] = {
     "reply_excerpt": pl.String(),
     "server_ttft_ms": pl.Float64(),
     "server_total_ms": pl.Float64(),
+    "source": pl.String(),
 }
 
 MODEL_RESULTS_SCHEMA: dict[str, pl.DataType] = {

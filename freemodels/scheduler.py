@@ -182,7 +182,9 @@ async def run_plan(
     on_result: Callable[[ProbeResult], None] | None = None,
     semaphore: asyncio.Semaphore | None = None,
     attempt_offset: Mapping[tuple[str, str, int], int] | None = None,
+    attempts_used: Mapping[tuple[str, str, int], int] | None = None,
     cost_guard: bool = True,
+    reset_epoch_ms: bool = True,
     rng: random.Random | None = None,
 ) -> PlanOutcome:
     """Send every probe of ``specs`` (lowest ``priority`` first) within the limiter's limits.
@@ -190,7 +192,10 @@ async def run_plan(
     ``semaphore`` caps probes in flight (share one between concurrent plans of a run; default:
     ``settings.max_concurrency`` for this plan alone). ``attempt_offset`` maps (model, task,
     sample) to attempts already recorded by an earlier, interrupted run, so attempt numbers go on
-    from there. ``on_result`` receives every attempt as it completes; an exception it raises stops
+    from there; ``attempts_used`` to those of them that reached the model, so a resumed probe gets
+    only the attempts it has left (at least one). ``reset_epoch_ms`` says whether the source's
+    ``X-RateLimit-Reset`` is OpenRouter's epoch milliseconds (see :mod:`freemodels.source`).
+    ``on_result`` receives every attempt as it completes; an exception it raises stops
     the plan. A bug inside one probe is logged and recorded as that probe's failure
     (``error_code="internal_error"``) without stopping the others.
     """
@@ -200,6 +205,7 @@ async def run_plan(
     ordered = sorted(specs, key=lambda spec: spec.priority)
     sem = semaphore if semaphore is not None else asyncio.Semaphore(settings.max_concurrency)
     offsets = attempt_offset or {}
+    used = attempts_used or {}
     rand = rng if rng is not None else random.Random()
     results: list[ProbeResult] = []
     unsent: list[ProbeSpec] = []
@@ -238,9 +244,11 @@ async def run_plan(
             sem.release()
 
     async def run_spec(spec: ProbeSpec) -> None:
-        base = offsets.get((spec.model_id, spec.task, spec.sample), 0)
+        key = (spec.model_id, spec.task, spec.sample)
+        base = offsets.get(key, 0)
+        allowed = max(1, settings.max_attempts - used.get(key, 0))
         ahead = False
-        for n in range(1, settings.max_attempts + 1):
+        for n in range(1, allowed + 1):
             async with start(n == 1, ahead) as granted:
                 if not granted:
                     stop.set()
@@ -255,6 +263,7 @@ async def run_plan(
                     settings=settings,
                     attempt=base + n,
                     cost_guard=cost_guard,
+                    reset_epoch_ms=reset_epoch_ms,
                 )
             record(outcome.result)
             if outcome.limit_scope == "day":
@@ -270,7 +279,7 @@ async def run_plan(
                 # The account's own minute limit: nobody may start until it resets (the server's
                 # word when it gave one, even if that is too long for this probe to retry).
                 limiter.pause_for(hint if hint is not None else delay or 0.0)
-            if delay is None or n == settings.max_attempts:
+            if delay is None or n == allowed:
                 return
             if await _wait_or_stop(stop, delay):
                 return
@@ -306,6 +315,7 @@ async def _attempt_isolated(
     settings: Settings,
     attempt: int,
     cost_guard: bool,
+    reset_epoch_ms: bool = True,
 ) -> AttemptOutcome:
     """One attempt; an unexpected exception (a bug) becomes a recorded failure of this probe only.
 
@@ -324,6 +334,7 @@ async def _attempt_isolated(
             settings=settings,
             attempt=attempt,
             cost_guard=cost_guard,
+            reset_epoch_ms=reset_epoch_ms,
         ),
         return_exceptions=True,
     )

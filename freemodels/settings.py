@@ -10,8 +10,8 @@ No other module reads ``os.environ``.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,14 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from freemodels.errors import ConfigError
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-
-
-class SourceKind(StrEnum):
-    """Where the catalog and the probes go."""
-
-    SANDBOX = "sandbox"
-    OPENROUTER = "openrouter"
-    BASE_URL = "base_url"
 
 
 class Settings(BaseSettings):
@@ -131,6 +123,17 @@ class Settings(BaseSettings):
     )
     max_models: int | None = Field(None, ge=1, description="Probe at most this many free models (None: all).")
 
+    # --- the environment ---------------------------------------------------------------------
+    min_free_disk_mb: int = Field(
+        64,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Free space the data folder must have before a run sends its first request (MB): room "
+            "for the run's checkpoints, Parquet files and the DuckDB load."
+        ),
+    )
+
     @field_validator("source")
     @classmethod
     def _check_source(cls, value: str) -> str:
@@ -164,16 +167,6 @@ class Settings(BaseSettings):
         value = self.api_key.get_secret_value().strip()
         return value or None
 
-    def source_kind(self) -> SourceKind:
-        """Which kind of source this run uses."""
-        if self.source == "auto":
-            return SourceKind.OPENROUTER if self.resolved_api_key() else SourceKind.SANDBOX
-        if self.source == "sandbox":
-            return SourceKind.SANDBOX
-        if self.source == "openrouter":
-            return SourceKind.OPENROUTER
-        return SourceKind.BASE_URL
-
     def timeouts(self) -> dict[str, float]:
         """httpx timeout parts, named."""
         return {
@@ -197,15 +190,65 @@ def read_env_secret(name: str) -> str | None:
     return value or None
 
 
+_MESSAGES: dict[str, str] = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a number",
+    "bool_parsing": "is not true or false",
+    "finite_number": "is not a finite number",
+}
+
+
+def _problem(error: Any, overrides: dict[str, object]) -> str:
+    """One validation error as ``NAME='value' <what is wrong>``, naming the environment variable when
+    the value came from the environment (or ``.env``) rather than from an explicit argument."""
+    loc = [str(p) for p in error.get("loc", ())]
+    field = loc[0] if loc else "settings"
+    if field in overrides or field not in Settings.model_fields:
+        name = field
+    elif field == "api_key":
+        name = "OPENROUTER_API_KEY"
+    else:
+        name = f"DISCOVERY_{field.upper()}"
+    value = error.get("input")
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind in _MESSAGES:
+        what = _MESSAGES[kind]
+    elif kind == "greater_than_equal":
+        what = f"must be at least {ctx.get('ge')}"
+    elif kind == "greater_than":
+        what = f"must be more than {ctx.get('gt')}"
+    elif kind == "less_than_equal":
+        what = f"must be at most {ctx.get('le')}"
+    elif kind == "less_than":
+        what = f"must be less than {ctx.get('lt')}"
+    else:
+        what = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if field == "api_key" or isinstance(value, dict):
+        return f"{name} {what}"  # never echo a secret or a whole structure
+    shown = str(value) if value is not None else ""
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{name}={shown!r} {what}"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings, turning validation errors into one clear :class:`ConfigError`."""
+    """Build settings, turning validation errors into one clear :class:`ConfigError` that names the
+    environment variable (or argument) and the value, e.g. ``DISCOVERY_REQUESTS_PER_MINUTE='abc' is
+    not a whole number``."""
     from pydantic import ValidationError
 
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err, clean) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def debug_requested() -> bool:
+    """Whether ``DISCOVERY_DEBUG`` asks for tracebacks (``1``, ``true``, ``yes``)."""
+    import os
+
+    return os.environ.get("DISCOVERY_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}

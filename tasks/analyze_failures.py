@@ -18,25 +18,16 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import polars as pl
 from prefect import task
 
+from freemodels.candidates import CandidateOutcome, classify_unlisted
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import MODEL_RESULTS_SCHEMA, Verdict
 
 PROBE_KEY = ["model_id", "task", "sample"]
 _FAILURE_ORDER = {f.value: i for i, f in enumerate(Failure)}
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateOutcome:
-    """A candidate id that the catalog does not list, classified without sending it."""
-
-    model_id: str
-    failure: Failure
-    suggestions: tuple[str, ...]
 
 
 def final_attempts(probes: pl.DataFrame) -> pl.DataFrame:
@@ -198,12 +189,30 @@ def _empty_row(run_id: str, model_id: str, family: str, verdict: Verdict) -> dic
     return row
 
 
+def analyze_run(
+    probes: pl.DataFrame,
+    free: pl.DataFrame,
+    catalog_ids: Sequence[str],
+    run_id: str,
+    candidates: Sequence[str],
+) -> pl.DataFrame:
+    """The step: verdicts for every free model and every candidate id.
+
+    Probing has ended when this runs, so a free model without any probe result was left out by the
+    daily quota (``untested_quota``). Candidate ids the catalog does not list are classified without
+    sending them.
+    """
+    untested = free.get_column("model_id").to_list()
+    unlisted = classify_unlisted(candidates, catalog_ids)
+    return analyze(probes, free, run_id=run_id, untested=untested, candidates=unlisted)
+
+
 @task(name="analyze-failures")
 def analyze_failures_task(
     probes: pl.DataFrame,
     free: pl.DataFrame,
+    catalog_ids: Sequence[str],
     run_id: str,
-    untested: Sequence[str] = (),
-    candidates: Sequence[CandidateOutcome] = (),
+    candidates: Sequence[str],
 ) -> pl.DataFrame:
-    return analyze(probes, free, run_id=run_id, untested=untested, candidates=candidates)
+    return analyze_run(probes, free, catalog_ids, run_id, candidates)

@@ -8,9 +8,11 @@ import httpx
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from freemodels.catalog import parse_catalog
 from freemodels.client import KeyInfo, fetch_catalog_bytes, fetch_key_info
+from freemodels.errors import SourceError
 
 
 def mark_unpriced_as_free(catalog: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
@@ -31,7 +33,25 @@ def mark_unpriced_as_free(catalog: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
     )
 
 
-@task(name="fetch-catalog", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def retry_if_transient(task: object, task_run: object, state: State[object]) -> bool:
+    """Prefect's retry condition: only a failure that may pass by itself (a 5xx, a timeout) is tried
+    again; an unreachable host or a refused connection fails at once, with one line."""
+    try:
+        state.result()
+    except SourceError as exc:
+        return exc.transient
+    except BaseException:
+        return False
+    return False
+
+
+@task(
+    name="fetch-catalog",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 async def fetch_catalog_task(
     client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
 ) -> tuple[pl.DataFrame, datetime]:

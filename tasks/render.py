@@ -48,6 +48,7 @@ from freemodels.records import (
     RUNS_SCHEMA,
     Verdict,
 )
+from freemodels.source import profile_of
 from freemodels.suite import TASKS
 from tasks.rank import (
     GENERAL,
@@ -191,6 +192,7 @@ FROM runs r
 LEFT JOIN cat ON cat.run_id = r.run_id
 LEFT JOIN res ON res.run_id = r.run_id
 WHERE r.started_at <= (SELECT started_at FROM runs WHERE run_id = ?)
+  AND (r.status = 'completed' OR r.run_id = ?)
 ORDER BY r.started_at, r.run_id
 """
 
@@ -214,7 +216,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
     model_results = table("model_results", MODEL_RESULTS_SCHEMA, "model_id")
     rotation = table("rotation", ROTATION_SCHEMA, "purpose, rank")
     changes = table("changes", CHANGES_SCHEMA, "change, model_id")
-    history = _query(con, _HISTORY_SQL, [run_id], HISTORY_SCHEMA)
+    history = _query(con, _HISTORY_SQL, [run_id, run_id], HISTORY_SCHEMA)
 
     run = runs.row(0, named=True)
     previous: pl.DataFrame
@@ -230,7 +232,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
         previous = _query(
             con,
             f"SELECT {_columns(RUNS_SCHEMA)} FROM runs WHERE source = ? AND started_at < ? "
-            "AND status IN ('completed', 'partial') ORDER BY started_at DESC LIMIT 1",
+            "AND status = 'completed' ORDER BY started_at DESC LIMIT 1",
             [run["source"], run["started_at"]],
             RUNS_SCHEMA,
         )
@@ -339,24 +341,26 @@ def _settings(run: Mapping[str, Any]) -> dict[str, Any]:
 
 def _source(run: Mapping[str, Any]) -> dict[str, Any]:
     kind = run.get("source") or "unknown"
-    base_url = run.get("base_url") or ""
-    label: str
-    if kind == "sandbox":
-        label = Markup("the built-in sandbox (simulated OpenRouter)")
-    elif kind == "openrouter":
-        label = Markup("OpenRouter")
-    elif kind == "base_url":
-        label = Markup("an OpenAI-compatible server")
-    else:
-        label = kind  # unknown: printed escaped
+    profile = profile_of(kind)
+    simulated = profile is not None and profile.simulated
     return {
         "kind": kind,
-        "label": label,
-        "base_url": base_url,
-        "is_sandbox": kind == "sandbox",
-        "banner": Markup(SANDBOX_BANNER) if kind == "sandbox" else None,
+        "label": Markup(profile.label) if profile else kind,  # unknown: printed escaped
+        "server_name": Markup(profile.server_name) if profile else Markup("the server"),
+        "base_url": run.get("base_url") or "",
+        "is_sandbox": simulated,
+        "banner": Markup(SANDBOX_BANNER) if simulated else None,
         "notes": _notes(run.get("notes")),
     }
+
+
+def _coverage(free: int, tested: int, untested: int) -> str:
+    """What the run measured, in words (the reports never print the run's lifecycle status: they are
+    written before the run has done its last step)."""
+    text = f"all {free} free models tested" if tested == free else f"{tested} of {free} free models tested"
+    if untested:
+        text += f", {untested} left untested by the daily quota"
+    return text
 
 
 def _catalog_info(catalog: pl.DataFrame) -> dict[str, dict[str, Any]]:
@@ -566,7 +570,7 @@ def _history(history: pl.DataFrame, run_id: str) -> tuple[list[dict[str, Any]], 
     points = [
         charts.TrendPoint(label=r["date"], free=r["n_free"], working=r["n_working"])
         for r in rows
-        if r["source"] == source and r["status"] != "failed"
+        if r["source"] == source and (r["status"] == "completed" or r["is_current"])
     ]
     return list(reversed(rows)), points
 
@@ -639,7 +643,7 @@ def build_context(data: ReportData) -> dict[str, Any]:
             "started": _timestamp(run.get("started_at")),
             "finished": _timestamp(run.get("finished_at")),
             "catalog_fetched": _timestamp(run.get("catalog_fetched_at")),
-            "status": run.get("status") or "unknown",
+            "coverage": _coverage(counts["free"], counts["tested"], counts["untested"]),
             "suite_version": run.get("suite_version") or "—",
             "quota_before": run.get("quota_before"),
             "quota_after": run.get("quota_after"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from prefect import get_run_logger, task
@@ -29,6 +29,8 @@ class FamilyContext:
     attempt_offset: Mapping[tuple[str, str, int], int]
     semaphore: asyncio.Semaphore
     cost_guard: bool
+    attempts_used: Mapping[tuple[str, str, int], int] = field(default_factory=dict)
+    reset_epoch_ms: bool = True
 
 
 async def test_family(family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext) -> PlanOutcome:
@@ -43,7 +45,9 @@ async def test_family(family: str, specs: Sequence[ProbeSpec], ctx: FamilyContex
         on_result=ctx.on_result,
         semaphore=ctx.semaphore,
         attempt_offset=ctx.attempt_offset,
+        attempts_used=ctx.attempts_used,
         cost_guard=ctx.cost_guard,
+        reset_epoch_ms=ctx.reset_epoch_ms,
     )
 
 

@@ -7,33 +7,61 @@ atomically (see :func:`freemodels.runfolder.append_probe_checkpoint`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from types import TracebackType
 
+import polars as pl
+
+from freemodels.errors import StorageError, environment_error
 from freemodels.records import ProbeResult
 from freemodels.storage import runfolder
 
 
 class CheckpointWriter:
-    """Buffered, atomic checkpointing of :class:`ProbeResult` rows into ``run_dir/probes/``."""
+    """Buffered, atomic checkpointing of :class:`ProbeResult` rows into ``run_dir/probes/``.
 
-    def __init__(self, run_dir: Path, *, batch: int = 25, interval_s: float = 1.0) -> None:
+    ``source`` (a source kind) is stamped on every result that does not name one, so each stored probe
+    says which source answered it. A write that fails (disk full, permission denied) keeps the
+    results in the buffer and raises :class:`~freemodels.errors.StorageError` naming the folder and the
+    cause; the next flush tries them again. Leaving the block flushes once more, and when the block
+    ends by an exception a failing flush does not hide it.
+    """
+
+    def __init__(
+        self, run_dir: Path, *, batch: int = 25, interval_s: float = 1.0, source: str | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.batch = batch
         self.interval_s = interval_s
+        self.source = source
         self._buffer: list[ProbeResult] = []
         self._last_flush = time.monotonic()
         self.written = 0
 
+    @property
+    def pending(self) -> int:
+        """Results held in memory, not yet on disk."""
+        return len(self._buffer)
+
     def add(self, result: ProbeResult) -> None:
+        if self.source is not None and result.source is None:
+            result = dataclasses.replace(result, source=self.source)
         self._buffer.append(result)
         if len(self._buffer) >= self.batch or time.monotonic() - self._last_flush >= self.interval_s:
             self.flush()
 
     def flush(self) -> None:
         if self._buffer:
-            runfolder.append_probe_checkpoint(self.run_dir, self._buffer)
+            folder = self.run_dir / runfolder.CHECKPOINT_DIR
+            try:
+                runfolder.append_probe_checkpoint(self.run_dir, self._buffer)
+            except OSError as exc:
+                raise environment_error(exc, folder) from exc
+            except pl.exceptions.PolarsError as exc:
+                raise StorageError(f"cannot write the probe checkpoint in {folder}: {exc}") from exc
             self.written += len(self._buffer)
             self._buffer = []
         self._last_flush = time.monotonic()
@@ -47,4 +75,9 @@ class CheckpointWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.flush()
+        if exc_type is None:
+            self.flush()
+            return
+        # The block's own exception says what went wrong; results that cannot be written stay unwritten.
+        with contextlib.suppress(StorageError):
+            self.flush()

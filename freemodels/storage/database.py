@@ -30,7 +30,7 @@ import polars as pl
 
 from freemodels.errors import DatabaseLockedError, StorageError
 from freemodels.records import RUNS_SCHEMA, TABLE_SCHEMAS, RunInfo
-from freemodels.storage.runfolder import TABLE_FILES, as_utc, mark_stored, read_run_info
+from freemodels.storage.runfolder import TABLE_FILES, as_utc, read_run_info
 
 # Every table as stored in DuckDB: TABLE_SCHEMAS, with a leading run_id where the schema has none
 # (the catalog: its Parquet file and the pipeline's frames describe one run).
@@ -159,9 +159,25 @@ CREATE TABLE changes (
 );
 """
 
+# Version 2: the run lifecycle (why a run failed, the steps done, models the quota left untested;
+# "partial" became "completed" with untested models) and the source that answered each probe.
+_V2 = """
+ALTER TABLE runs ADD COLUMN status_reason VARCHAR;
+ALTER TABLE runs ADD COLUMN steps_done VARCHAR;
+ALTER TABLE runs ADD COLUMN untested_models BIGINT;
+UPDATE runs SET untested_models = (
+    SELECT count(*) FROM model_results m
+    WHERE m.run_id = runs.run_id AND m.verdict = 'untested_quota'
+);
+UPDATE runs SET status = 'completed' WHERE status = 'partial';
+ALTER TABLE probes ADD COLUMN source VARCHAR;
+UPDATE probes SET source = (SELECT r.source FROM runs r WHERE r.run_id = probes.run_id);
+"""
+
 # (version, SQL) in order. Never edit a released migration: append a new one and bump SCHEMA_VERSION.
 migrations: list[tuple[int, str]] = [
     (1, _V1),
+    (2, _V2),
 ]
 SCHEMA_VERSION: int = migrations[-1][0]
 
@@ -365,7 +381,7 @@ def runs_row(info: RunInfo) -> dict[str, object]:
     row: dict[str, object] = {}
     for name in RUNS_SCHEMA:
         value = getattr(info, name)
-        if name == "notes":
+        if name in ("notes", "steps_done"):
             value = json.dumps(list(value), ensure_ascii=False)
         elif value is not None and name in {"started_at", "finished_at", "catalog_fetched_at"}:
             value = as_utc(value)
@@ -409,7 +425,7 @@ def store_run(con: duckdb.DuckDBPyConnection, run_dir: Path | str) -> None:
     Every row of the run's id is deleted from every table, then the ``runs`` row is inserted from
     ``run.json`` and each table from its Parquet file (a table whose file is absent gets no rows).
     Storing the same folder twice leaves the same rows. On any failure the transaction is rolled
-    back and :class:`StorageError` says so; on success the folder gets its ``stored.json`` marker.
+    back and :class:`StorageError` says so.
     """
     folder = Path(run_dir)
     info = read_run_info(folder)
@@ -435,4 +451,39 @@ def store_run(con: duckdb.DuckDBPyConnection, run_dir: Path | str) -> None:
     finally:
         if not committed:
             _rollback(con)
-    mark_stored(folder)
+
+
+def put_run_row(con: duckdb.DuckDBPyConnection, info: RunInfo) -> None:
+    """Insert or replace the ``runs`` row of ``info`` alone (its other tables are left as they are).
+
+    The run's lifecycle is mirrored here at every change of status, so the ``runs`` table lists
+    unfinished and failed runs too; their other tables stay empty until the run is stored.
+    """
+    row = runs_row(info)
+    con.execute("BEGIN TRANSACTION")
+    committed = False
+    try:
+        con.execute("DELETE FROM runs WHERE run_id = ?", [info.run_id])
+        con.execute(
+            f"INSERT INTO runs ({', '.join(_quote(c) for c in row)}) VALUES ({', '.join('?' for _ in row)})",
+            list(row.values()),
+        )
+        con.execute("COMMIT")
+        committed = True
+    except duckdb.Error as exc:
+        raise StorageError(f"recording run {info.run_id} in the database failed: {exc}") from exc
+    finally:
+        if not committed:
+            _rollback(con)
+
+
+def check_health(con: duckdb.DuckDBPyConnection, path: Path | str) -> None:
+    """Read every table once, so a damaged database is found before a run spends anything."""
+    try:
+        for table in DB_SCHEMAS:
+            con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    except duckdb.Error as exc:
+        raise StorageError(
+            f"the database {path} cannot be read ({exc}); move it aside or set DISCOVERY_DB_PATH to "
+            "another file"
+        ) from exc

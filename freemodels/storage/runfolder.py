@@ -10,7 +10,7 @@ Layout::
         model_results.parquet        MODEL_RESULTS_SCHEMA
         rotation.parquet             ROTATION_SCHEMA
         changes.parquet              CHANGES_SCHEMA
-        stored.json                  written once the run is committed to DuckDB
+        candidates.json              candidate ids given with the run (kept for a resume)
 
 Atomic writes: a file is written to a hidden temporary name in the same folder
 (``.<name>.<pid>.<random>.tmp``), flushed and fsynced, then renamed over the final name
@@ -19,10 +19,9 @@ or the new one, plus at most a temporary file that no reader looks at. Checkpoin
 overwritten: a part takes the next free sequence number with ``os.link``, which fails instead of
 replacing, so two writers (threads or processes) cannot clobber each other's part.
 
-A run is *unfinished* while ``run.json`` says ``running`` or ``partial`` (the daily quota ran out), and
-also when it says ``completed`` but ``stored.json`` is missing: the process was killed while storing,
-and resuming only has to store it again (storing is idempotent). Writing ``run.json`` removes
-``stored.json``; storing the run writes it after the database transaction commits.
+``run.json`` carries the run's lifecycle: its status (:class:`~freemodels.records.RunStatus`), the
+steps already done (:class:`~freemodels.records.RunStep`) and, while it runs, the process working on
+it. :mod:`freemodels.runs` decides from these which runs can be resumed.
 """
 
 from __future__ import annotations
@@ -42,11 +41,11 @@ from typing import IO, Any
 import polars as pl
 
 from freemodels.errors import RunNotFoundError, StorageError
-from freemodels.failures import Failure
+from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import PROBES_SCHEMA, ProbeResult, RunInfo, empty_frame, probes_frame
 
 RUN_INFO_FILE = "run.json"
-STORED_MARKER = "stored.json"
+CANDIDATES_FILE = "candidates.json"
 CHECKPOINT_DIR = "probes"
 
 # Parquet file of each table in a run folder; the ``runs`` row comes from run.json.
@@ -58,9 +57,12 @@ TABLE_FILES: dict[str, str] = {
     "changes": "changes.parquet",
 }
 
-UNFINISHED_STATUSES = frozenset({"running", "partial"})
+# Written by earlier versions: a completed run whose quota left models untested.
+_LEGACY_STATUSES = {"partial": "completed"}
 
 ProbeKey = tuple[str, str, int]  # (model_id, task, sample)
+# Probe columns added after the first release: checkpoints of an older run read them as null.
+_LATER_PROBE_COLUMNS = frozenset({"source"})
 PROBE_KEY_COLUMNS = ("model_id", "task", "sample")
 ATTEMPT_KEY_COLUMNS = (*PROBE_KEY_COLUMNS, "attempt")
 
@@ -71,9 +73,12 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, er
 _PART_LOCK = threading.Lock()
 
 _DATETIME_FIELDS = frozenset({"started_at", "finished_at", "catalog_fetched_at"})
-_INT_FIELDS = frozenset({"quota_before", "quota_after", "quota_limit"})
+_INT_FIELDS = frozenset(
+    {"quota_before", "quota_after", "quota_limit", "untested_models", "owner_pid", "owner_started"}
+)
 _REQUIRED_FIELDS = frozenset({"run_id", "started_at", "source", "base_url"})
-_OPTIONAL_STR_FIELDS = frozenset({"prefect_flow_run_id"})
+_OPTIONAL_STR_FIELDS = frozenset({"prefect_flow_run_id", "status_reason", "owner_host"})
+_LIST_FIELDS = frozenset({"notes", "steps_done"})
 
 
 # --- run ids and folders ----------------------------------------------------------------------
@@ -165,8 +170,20 @@ def _link_new(tmp: Path, path: Path) -> None:
         tmp.replace(path)
 
 
-def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, origin: str) -> pl.DataFrame:
-    """``frame`` with exactly the columns of ``schema``, in order and cast to its types."""
+def conform(
+    frame: pl.DataFrame,
+    schema: dict[str, pl.DataType],
+    *,
+    origin: str,
+    optional: frozenset[str] = frozenset(),
+) -> pl.DataFrame:
+    """``frame`` with exactly the columns of ``schema``, in order and cast to its types.
+
+    Columns named in ``optional`` may be absent (files written before they existed): they are null.
+    """
+    absent = [name for name in optional if name in schema and name not in frame.columns]
+    if absent:
+        frame = frame.with_columns(pl.lit(None, schema[name]).alias(name) for name in absent)
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise StorageError(f"{origin}: missing column(s) {', '.join(missing)}")
@@ -186,14 +203,19 @@ def write_table(path: Path | str, df: pl.DataFrame, *, schema: dict[str, pl.Data
     return _atomic_write(target, frame.write_parquet)
 
 
-def read_table(path: Path | str, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+def read_table(
+    path: Path | str,
+    schema: dict[str, pl.DataType] | None = None,
+    *,
+    optional: frozenset[str] = frozenset(),
+) -> pl.DataFrame:
     """Read one Parquet file (optionally conformed to ``schema``); unreadable -> StorageError."""
     source = Path(path)
     try:
         frame = pl.read_parquet(source)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise StorageError(f"cannot read {source}: {exc}") from exc
-    return frame if schema is None else conform(frame, schema, origin=str(source))
+    return frame if schema is None else conform(frame, schema, origin=str(source), optional=optional)
 
 
 # --- run.json ------------------------------------------------------------------------------------
@@ -231,7 +253,7 @@ def _field_value(name: str, value: Any, origin: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer or null")
         return value
-    if name == "notes":
+    if name in _LIST_FIELDS:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return list(value)
@@ -254,17 +276,16 @@ def run_info_from_dict(data: object, *, origin: str = "run.json") -> RunInfo:
     if missing:
         raise StorageError(f"{origin}: missing key(s) {', '.join(missing)}")
     values = {name: _field_value(name, value, origin) for name, value in data.items()}
+    status = values.get("status")
+    if status in _LEGACY_STATUSES:
+        values["status"] = _LEGACY_STATUSES[status]
     return RunInfo(**values)
 
 
 def write_run_info(run_dir: Path | str, info: RunInfo) -> Path:
-    """Write ``run.json`` into the run folder atomically (creating it); returns the file.
-
-    The folder's ``stored.json`` marker is removed first: the run changed since it was stored.
-    """
+    """Write ``run.json`` into the run folder atomically (creating it); returns the file."""
     folder = Path(run_dir)
     text = json.dumps(run_info_to_dict(info), indent=2, ensure_ascii=False) + "\n"
-    (folder / STORED_MARKER).unlink(missing_ok=True)
     return _atomic_write(folder / RUN_INFO_FILE, lambda fh: fh.write(text.encode("utf-8")))
 
 
@@ -287,44 +308,33 @@ def read_run_info(run_dir: Path | str) -> RunInfo:
     return info
 
 
-def mark_stored(run_dir: Path | str, *, now: datetime | None = None) -> Path:
-    """Record in the run folder that the run is committed to the database."""
-    stamp = as_utc(now or datetime.now(UTC)).isoformat()
-    text = json.dumps({"stored_at": stamp}) + "\n"
-    return _atomic_write(Path(run_dir) / STORED_MARKER, lambda fh: fh.write(text.encode()))
-
-
-def is_stored(run_dir: Path | str) -> bool:
-    """Whether the run folder was committed to a database since run.json last changed."""
-    return (Path(run_dir) / STORED_MARKER).is_file()
-
-
-def is_unfinished(run_dir: Path | str, info: RunInfo) -> bool:
-    """True for a run to resume: running, partial, or completed but never stored."""
-    if info.status in UNFINISHED_STATUSES:
-        return True
-    return info.status == "completed" and not is_stored(run_dir)
-
-
-def latest_unfinished_run(runs_dir: Path | str, *, source: str | None = None) -> str | None:
-    """The id of the newest unfinished run (by start time) under ``runs_dir``, or None.
-
-    Folders without ``run.json`` (a run killed before it wrote one) are skipped. ``source``
-    limits the search to runs of that source.
-    """
+def run_folders(runs_dir: Path | str) -> list[Path]:
+    """Every run folder under ``runs_dir`` that holds a ``run.json`` (a run killed before it wrote
+    one left nothing to resume), in name order (= start time)."""
     root = Path(runs_dir)
     if not root.is_dir():
-        return None
-    found: list[tuple[datetime, str]] = []
-    for folder in root.iterdir():
-        if not folder.is_dir() or not (folder / RUN_INFO_FILE).is_file():
-            continue
-        info = read_run_info(folder)
-        if source is not None and info.source != source:
-            continue
-        if is_unfinished(folder, info):
-            found.append((info.started_at, info.run_id))
-    return max(found)[1] if found else None
+        return []
+    return sorted(f for f in root.iterdir() if f.is_dir() and (f / RUN_INFO_FILE).is_file())
+
+
+def write_candidates(run_dir: Path | str, ids: Iterable[str]) -> Path:
+    """Keep the run's candidate ids in its folder, so a resumed run checks the same ones."""
+    text = json.dumps(list(ids), ensure_ascii=False) + "\n"
+    return _atomic_write(Path(run_dir) / CANDIDATES_FILE, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def read_candidates_of(run_dir: Path | str) -> list[str]:
+    """The candidate ids kept with a run (empty when it had none)."""
+    path = Path(run_dir) / CANDIDATES_FILE
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+        raise StorageError(f"{path}: expected a JSON list of model ids")
+    return data
 
 
 # --- probe checkpoints ---------------------------------------------------------------------------
@@ -384,26 +394,55 @@ def read_probe_checkpoints(run_dir: Path | str) -> pl.DataFrame:
     parts = _part_seqs(Path(run_dir) / CHECKPOINT_DIR)
     if not parts:
         return empty_frame(PROBES_SCHEMA)
-    frames = [read_table(path, PROBES_SCHEMA) for _, path in parts]
+    frames = [read_table(path, PROBES_SCHEMA, optional=_LATER_PROBE_COLUMNS) for _, path in parts]
     return pl.concat(frames, how="vertical").unique(
         subset=list(ATTEMPT_KEY_COLUMNS), keep="last", maintain_order=True
     )
 
 
-def completed_probe_keys(probes: pl.DataFrame) -> set[ProbeKey]:
-    """(model_id, task, sample) of every probe that already has a result.
+def _asked(probes: pl.DataFrame) -> pl.DataFrame:
+    """The attempts that reached the model: an account rate limit means it was never asked."""
+    return probes.filter(
+        pl.col("failure").is_null() | (pl.col("failure") != Failure.RATE_LIMIT_ACCOUNT.value)
+    )
 
-    A probe has a result when its latest recorded attempt got anything but an account rate limit:
-    a 429 for the account's per-minute or daily quota means the model was never asked, so a
-    resumed run sends that probe again.
+
+def attempts_used(probes: pl.DataFrame) -> dict[ProbeKey, int]:
+    """Attempts per (model_id, task, sample) that reached the model (account 429s left out)."""
+    asked = _asked(probes)
+    if asked.is_empty():
+        return {}
+    counts = asked.group_by(list(PROBE_KEY_COLUMNS)).agg(pl.len().alias("n"))
+    return {(m, t, int(s)): int(n) for m, t, s, n in counts.iter_rows()}
+
+
+def completed_probe_keys(probes: pl.DataFrame, *, max_attempts: int | None = None) -> set[ProbeKey]:
+    """(model_id, task, sample) of every probe that already has its final result.
+
+    A probe is done when its latest attempt succeeded, or failed in a class where a retry cannot
+    help, or used up ``max_attempts`` attempts (None: any recorded answer is final). It is not done
+    when its latest attempt got an account rate limit (the model was never asked), nor after a
+    retryable failure with attempts left: a resumed run sends it again.
     """
     if probes.is_empty():
         return set()
     latest = probes.sort("attempt").group_by(list(PROBE_KEY_COLUMNS)).last()
-    done = latest.filter(
-        pl.col("failure").is_null() | (pl.col("failure") != Failure.RATE_LIMIT_ACCOUNT.value)
-    )
-    return {(m, t, int(s)) for m, t, s in done.select(PROBE_KEY_COLUMNS).iter_rows()}
+    used = attempts_used(probes)
+    done: set[ProbeKey] = set()
+    for model_id, task, sample, failure in latest.select(*PROBE_KEY_COLUMNS, "failure").iter_rows():
+        key = (model_id, task, int(sample))
+        if failure == Failure.RATE_LIMIT_ACCOUNT.value:
+            continue
+        if failure is None or max_attempts is None or used.get(key, 0) >= max_attempts:
+            done.add(key)
+            continue
+        try:
+            retryable = FAILURE_INFO[Failure(failure)].retryable
+        except ValueError:
+            retryable = False  # a class this program does not know: keep the recorded answer
+        if not retryable:
+            done.add(key)
+    return done
 
 
 def max_attempts_by_probe(probes: pl.DataFrame) -> dict[ProbeKey, int]:

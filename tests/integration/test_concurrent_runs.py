@@ -1,8 +1,11 @@
-"""Two discoveries against one data folder: they queue on the DuckDB file, or fail with a clear message.
+"""Two discoveries against one data folder, and a database another process holds.
 
-DuckDB lets one process write a file at a time. A run opens the database only in its store and render
-steps, so two runs may probe side by side and then take turns; :func:`freemodels.storage.connect`
-waits for the other process (30 s), then gives up with :class:`DatabaseLockedError`.
+DuckDB lets one process write a file at a time. A run opens the database briefly: before its first
+request (the health check, then its ``runs`` row), at each change of its status, and to store and
+render. Two runs therefore probe side by side and take turns on the file; :func:`freemodels.storage.connect`
+waits for the other process (30 s), then gives up with :class:`DatabaseLockedError`. A database held
+before the run starts is found before any request is sent; one taken while the run probes fails the
+run with one line, and ``--resume RUN_ID`` completes it without sending a probe again.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import polars as pl
@@ -49,10 +51,11 @@ def scenario(tmp_path: Path) -> Path:
 
 
 def _assert_stored_whole(db: Path, folder: Path) -> None:
-    """The database holds exactly the run folder's rows, and the folder says it is stored."""
+    """The database holds exactly the run folder's rows, and the folder says it is completed."""
     run_id = folder.name
-    assert storage.is_stored(folder)
-    assert storage.read_run_info(folder).status == "completed"
+    info = storage.read_run_info(folder)
+    assert info.status == "completed"
+    assert "stored" in info.steps_done and "rendered" in info.steps_done
     for name, file_name in storage.TABLE_FILES.items():
         on_disk = pl.read_parquet(folder / file_name).height
         assert table(db, name, run_id).height == on_disk, (run_id, name)
@@ -73,23 +76,8 @@ def _release(holder: subprocess.Popen[str]) -> None:
         holder.stdout.close()
 
 
-def test_two_runs_started_at_once_take_turns_on_the_database(
-    tmp_path: Path, scenario: Path, prefect_harness: None
-) -> None:
-    """Two runs start together: ``discovery run`` in a child process and the same command in this
-    process (on a thread; a second child would only add another interpreter start-up). A third
-    process holds the database meanwhile, so both runs must reach the store step and wait there;
-    once it lets go, one stores and renders while the other waits for it, and both complete.
-    Nothing is mixed up: each run's rows in the database are exactly its own files."""
-    import prefect.settings
-
-    from flows.cli import main
-
-    data, docs = tmp_path / "data", tmp_path / "docs"
-    db = data / "discovery.duckdb"
-    storage.connect(db).close()
-    env = subprocess_env(prefect.settings.PREFECT_API_URL.value(), tmp_path / "prefect-home")
-    args = [
+def _args(scenario: Path, data: Path, docs: Path) -> list[str]:
+    return [
         "--source",
         "sandbox",
         "--scenario",
@@ -99,32 +87,34 @@ def test_two_runs_started_at_once_take_turns_on_the_database(
         "--docs-dir",
         str(docs),
     ]
-    holder = _hold_database(db)
+
+
+def test_two_runs_started_at_once_take_turns_on_the_database(
+    tmp_path: Path, scenario: Path, prefect_harness: None
+) -> None:
+    """Two runs start together: ``discovery run`` in a child process and the same command in this
+    process (on a thread; a second child would only add another interpreter start-up). They probe side
+    by side and take turns on the database; both complete, and each run's rows in the database are
+    exactly its own files."""
+    import prefect.settings
+
+    from flows.cli import main
+
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    db = data / "discovery.duckdb"
+    env = subprocess_env(prefect.settings.PREFECT_API_URL.value(), tmp_path / "prefect-home")
+    args = _args(scenario, data, docs)
     log = tmp_path / "child-run.log"
     child = start_discovery(args, env, log)
     codes: list[int] = []
     here = threading.Thread(target=lambda: codes.append(main(["run", *args])), name="second-run")
     here.start()
     try:
-        wait_for(
-            lambda: (
-                len(run_folders(data)) == 2
-                and all(checkpointed(f).height == PROBES for f in run_folders(data))
-            ),
-            120,
-            "both runs to finish probing",
-        )
-        time.sleep(1.0)  # analyse and rank take milliseconds: both are now waiting for the database
-        assert child.poll() is None and here.is_alive(), "a run gave up instead of waiting"
-        assert not any((f / "probes.parquet").exists() for f in run_folders(data))
+        here.join(timeout=180)
+        child.wait(timeout=180)
     finally:
-        _release(holder)
-        here.join(timeout=120)
-        try:
-            child.wait(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
+        if child.poll() is None:
+            child.kill()
     assert child.returncode == 0, log.read_text(errors="replace")[-3000:]
     assert "completed" in log.read_text(errors="replace")
     assert codes == [0]
@@ -149,7 +139,7 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def test_a_run_that_cannot_get_the_database_fails_clearly_and_resumes_later(
+def test_a_database_held_before_the_run_is_refused_before_any_request(
     tmp_path: Path,
     scenario: Path,
     prefect_harness: None,
@@ -157,41 +147,87 @@ def test_a_run_that_cannot_get_the_database_fails_clearly_and_resumes_later(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Another process holds the database longer than the run waits (30 s, shortened to 0.5 s here):
-    the run ends with one clear line and exit code 2, keeps its probes, and ``--resume`` stores it
-    later without sending a probe again."""
+    the run ends with one clear line and exit code 2 before it records anything or sends a request."""
     from flows.cli import main
 
     data, docs = tmp_path / "data", tmp_path / "docs"
     db = data / "discovery.duckdb"
     storage.connect(db).close()
     monkeypatch.setattr(storage, "connect", functools.partial(storage.connect, wait_s=0.5))
-    args = [
-        "--source",
-        "sandbox",
-        "--scenario",
-        str(scenario),
-        "--data-dir",
-        str(data),
-        "--docs-dir",
-        str(docs),
-    ]
     holder = _hold_database(db)
     try:
         capsys.readouterr()
-        assert main(["run", *args]) == 2
+        assert main(["run", *_args(scenario, data, docs)]) == 2
         err = capsys.readouterr().err
     finally:
         _release(holder)
-    line = next(line for line in err.splitlines() if line.startswith("discovery: error:"))
+    (line,) = [line for line in err.splitlines() if line.startswith("discovery:")]
     assert line.startswith(f"discovery: error: another discovery run is using {db} (pid {holder.pid}")
     assert line.endswith("waited 0.5 s. Wait for it to finish or stop it, then try again.")
     assert "Traceback" not in err
-    (folder,) = run_folders(data)
-    parts = sorted((folder / storage.CHECKPOINT_DIR).glob("part-*.parquet"))
-    assert checkpointed(folder).height == PROBES
+    assert run_folders(data) == []
     assert table(db, "runs").is_empty()
-    assert storage.latest_unfinished_run(data / "runs") == folder.name
 
-    assert main(["run", "--resume", "--data-dir", str(data), "--docs-dir", str(docs)]) == 0
+
+def test_a_database_taken_while_probing_fails_the_run_and_resume_completes_it(
+    tmp_path: Path,
+    prefect_harness: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database is taken by another process while the run probes: the run fails with one line
+    naming the database and the run to resume (exit 1), its probes stay checkpointed, ``discovery
+    runs`` lists it as failed with the reason, a plain ``--resume`` does not pick it, and
+    ``--resume RUN_ID`` stores it later without sending a probe again."""
+    from flows.cli import main
+
+    slow = write_scenario(
+        tmp_path / "slow.json",
+        {
+            "catalog": only(MODELS),
+            "defaults": {"behavior": "ok", "ttft_ms": 300, "total_ms": 600, "keepalive_ms": 0},
+        },
+    )
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    db = data / "discovery.duckdb"
+    monkeypatch.setattr(storage, "connect", functools.partial(storage.connect, wait_s=0.5))
+    holders: list[subprocess.Popen[str]] = []
+
+    def take_the_database_once_probing() -> None:
+        wait_for(
+            lambda: bool(run_folders(data)) and checkpointed(run_folders(data)[0]).height > 0, 60, "a probe"
+        )
+        holders.append(_hold_database(db))
+
+    taker = threading.Thread(target=take_the_database_once_probing)
+    taker.start()
+    try:
+        capsys.readouterr()
+        assert main(["run", *_args(slow, data, docs)]) == 1
+        err = capsys.readouterr().err
+    finally:
+        taker.join(timeout=60)
+        for holder in holders:
+            _release(holder)
+    (folder,) = run_folders(data)
+    run_id = folder.name
+    (line,) = [line for line in err.splitlines() if line.startswith("discovery:")]
+    assert line.startswith(f"discovery: error: another discovery run is using {db}")
+    assert line.endswith(f"resume it with discovery run --resume {run_id})")
+    info = storage.read_run_info(folder)
+    assert info.status == "failed" and "another discovery run is using" in (info.status_reason or "")
+    assert checkpointed(folder).height == PROBES
+    parts = sorted((folder / storage.CHECKPOINT_DIR).glob("part-*.parquet"))
+
+    capsys.readouterr()
+    assert main(["runs", "--data-dir", str(data)]) == 0
+    listing = capsys.readouterr().out
+    assert f"{run_id}" in listing and " failed " in listing and "another discovery run" in listing
+    assert main(["run", "--resume", "--data-dir", str(data), "--docs-dir", str(docs)]) == 2
+    assert "no unfinished run to resume" in capsys.readouterr().err
+
+    assert main(["run", "--resume", run_id, "--data-dir", str(data), "--docs-dir", str(docs)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"resuming run {run_id} (sandbox")
     assert sorted((folder / storage.CHECKPOINT_DIR).glob("part-*.parquet")) == parts  # nothing sent
     _assert_stored_whole(db, folder)

@@ -27,6 +27,9 @@ import polars as pl
 import pytest
 
 from freemodels import storage
+from freemodels.errors import RunNotFoundError
+from freemodels.records import RunStatus
+from freemodels.runs import pick_run_to_resume
 from freemodels.sandbox.scenario import Scenario
 from freemodels.sandbox.server import SandboxServer
 from tests.integration.sandbox_runs import (
@@ -125,10 +128,12 @@ def test_sigkill_while_probing_and_while_storing_then_resume_sends_every_probe_o
         recorded_a = checkpointed(folder)
         assert 0 < recorded_a.height < PROBES, "A must die with probes left to send"
         assert recorded_a.height <= sum(sent_a.values()) < PROBES
-        assert storage.read_run_info(folder).status == "running"
-        assert _db_counts(db, run_id) == dict.fromkeys(kept, 0)  # nothing of A in the database
+        assert storage.read_run_info(folder).status == "running"  # as far as its own record says
+        # The database has A's runs row (its lifecycle) and nothing else of it.
+        assert _db_counts(db, run_id) == {**dict.fromkeys(kept, 0), "runs": 1}
         assert _db_counts(db, earlier.run_id) == kept
-        assert storage.latest_unfinished_run(data / "runs") == run_id
+        killed = pick_run_to_resume(data / "runs", "latest")
+        assert killed.run_id == run_id and killed.status is RunStatus.INTERRUPTED
 
         # 3. run B (--resume), killed inside the store transaction
         marker = tmp_path / "store-paused"
@@ -143,16 +148,20 @@ def test_sigkill_while_probing_and_while_storing_then_resume_sends_every_probe_o
         after_b = server.stats()["per_model"]
         assert checkpointed(folder).height == PROBES  # B probed everything that was left
         assert marker.read_text() in storage.TABLE_FILES  # B died after inserting this table
-        assert (folder / "probes.parquet").is_file() and not storage.is_stored(folder)
-        assert _db_counts(db, run_id) == dict.fromkeys(kept, 0)  # the transaction left nothing
+        info_b = storage.read_run_info(folder)
+        assert (folder / "probes.parquet").is_file() and "stored" not in info_b.steps_done
+        assert "probed" in info_b.steps_done
+        # The transaction left nothing; the runs row is the lifecycle's, still "running".
+        assert _db_counts(db, run_id) == {**dict.fromkeys(kept, 0), "runs": 1}
         assert _db_counts(db, earlier.run_id) == kept
-        assert storage.latest_unfinished_run(data / "runs") == run_id
+        assert pick_run_to_resume(data / "runs", "latest").run_id == run_id
 
         # 4. run C: discovery run --resume completes the run without sending anything
         assert main(["run", "--resume", *args]) == 0
         assert server.stats()["per_model"] == after_b
 
-    assert storage.latest_unfinished_run(data / "runs") is None
+    with pytest.raises(RunNotFoundError):
+        pick_run_to_resume(data / "runs", "latest")
     counts = _db_counts(db, run_id)
     assert counts["runs"] == 1 and counts["probes"] == PROBES and counts["model_results"] == len(MODELS)
     assert _db_counts(db, earlier.run_id) == kept

@@ -105,8 +105,9 @@ def test_hitting_the_daily_quota_stops_the_run_and_resume_completes_it_without_r
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Day 1: the run may send 100 requests (``budget``) but the account has 7 left; the 8th is
-    refused (429 free-models-per-day), the run stops at once and is stored as partial. Day 2:
-    ``resume`` plans from ``/key`` (7 left), sends only the probes without a result, and completes.
+    refused (429 free-models-per-day), the run stops probing at once and completes with the models
+    it could not reach counted as untested. Day 2: ``resume`` continues it, plans from ``/key`` (7
+    left), sends only the probes without a result, and completes with nothing untested.
     Every probe got exactly one answer; only the refused one was sent twice."""
     monkeypatch.setenv("DISCOVERY_MAX_CONCURRENCY", "1")  # one request in flight: exact counts
     models = list(FREE[:4])
@@ -120,17 +121,18 @@ def test_hitting_the_daily_quota_stops_the_run_and_resume_completes_it_without_r
         status1 = table(db, "runs").filter(pl.col("run_id") == first.run_id).item(0, "status")
 
         clock.next_day()
-        second = run_plain(data, docs, resume=True)
+        second = run_plain(data, docs, resume="latest")
         day2 = server.stats()
 
-    assert first.status == "partial" and first.untested_models > 0
+    assert first.status == "completed" and first.untested_models > 0
     assert day1["day_count"] == 7 and day1["rejected_429_per_day"] == 1
     assert day1["chat_requests"] == 8  # stopped at the first refusal: nothing sent after it
     refused = probes1.filter(pl.col("failure") == Failure.RATE_LIMIT_ACCOUNT.value)
     assert refused.height == 1 and refused.item(0, "error_code").startswith("free-models-per-day")
-    assert status1 == "partial"
+    assert status1 == "completed"
 
     assert second.run_id == first.run_id and second.status == "completed"
+    assert second.untested_models == 0
     assert day2["rejected_429_per_day"] == 1  # planned from /key: no refusal on day 2
     assert day2["day_count"] == 12 - 7  # only the probes without a result were sent
     assert day2["chat_requests"] == 8 + 5

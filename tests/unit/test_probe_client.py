@@ -131,8 +131,11 @@ def test_catalog_transport_error_and_timeout() -> None:
         async with client_for(refuse) as client:
             await fetch_catalog_bytes(client)
 
-    with pytest.raises(SourceError, match="ConnectError"):
+    with pytest.raises(
+        SourceError, match=r"cannot connect to openrouter\.example .*connection refused"
+    ) as caught:
         asyncio.run(go_refused())
+    assert not caught.value.transient
 
     def slow(request: httpx.Request) -> httpx.Response:
         async def body() -> AsyncIterator[bytes]:
@@ -225,3 +228,65 @@ def test_parse_key_info_without_quota_fields() -> None:
         json.dumps({"data": {"free_model_daily_requests": {"limit": "50", "remaining": -3, "used": 2.0}}})
     )
     assert odd is not None and (odd.daily_limit, odd.daily_remaining, odd.daily_used) == (None, 0, 2)
+
+
+@pytest.mark.parametrize(
+    ("error", "line", "transient"),
+    [
+        (
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            "cannot resolve openrouter.example (DNS): no network, or a wrong host name",
+            False,
+        ),
+        (
+            httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+            "cannot resolve openrouter.example (DNS)",
+            False,
+        ),
+        (
+            httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+            "TLS failed with openrouter.example",
+            False,
+        ),
+        (
+            httpx.ConnectError("[Errno 101] Network is unreachable"),
+            "no network route to openrouter.example",
+            False,
+        ),
+        (
+            httpx.ConnectTimeout("timed out"),
+            "openrouter.example did not answer in time (ConnectTimeout)",
+            True,
+        ),
+        (httpx.RemoteProtocolError("illegal chunk"), "failed: RemoteProtocolError", True),
+    ],
+)
+def test_a_catalog_request_without_an_answer_is_one_line_naming_the_host(
+    error: httpx.HTTPError, line: str, transient: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async def go() -> None:
+        async with client_for(fail) as client:
+            await fetch_catalog_bytes(client)
+
+    with pytest.raises(SourceError) as caught:
+        asyncio.run(go())
+    assert line in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.transient is transient
+
+
+def test_a_5xx_catalog_answer_is_transient_and_a_4xx_is_not() -> None:
+    for status, transient in ((502, True), (404, False)):
+
+        async def go(status: int = status) -> None:
+            async with client_for(
+                lambda request, status=status: httpx.Response(status, text="nope")
+            ) as client:
+                await fetch_catalog_bytes(client)
+
+        with pytest.raises(SourceError, match=f"answered HTTP {status}") as caught:
+            asyncio.run(go())
+        assert caught.value.transient is transient

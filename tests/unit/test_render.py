@@ -262,18 +262,37 @@ def test_base_url_source_shows_its_notes() -> None:
     note = "The server lacked OpenRouter's extras: no pricing, no usage."
     docs = render_documents(fixed_report_data(source="base_url", notes=[note]))
     for name in MARKDOWN:
-        assert "an OpenAI-compatible server at `http://127.0.0.1:8080/v1` (not OpenRouter)" in (docs[name])
+        assert "an OpenAI-compatible server (not OpenRouter) at `http://127.0.0.1:8080/v1`" in (docs[name])
         assert f"> [!NOTE]\n> {note}" in docs[name]
     config = yaml.safe_load(docs[LITELLM_YAML])
     assert config["model_list"][0]["litellm_params"]["api_base"] == "http://127.0.0.1:8080/v1"
 
 
-def test_partial_run_is_explained() -> None:
+def test_models_left_untested_are_explained_and_no_lifecycle_status_is_printed() -> None:
     state = fixed_state()
-    state["run"]["status"] = "partial"
-    summary = render_documents(report_data_from(state))[EXECUTIVE_SUMMARY]
-    assert "status **partial**" in summary
-    assert "1 models were left untested" in summary
+    untested = [r for r in state["results"] if r["verdict"] == "untested_quota"]
+    assert len(untested) == 1
+    docs = render_documents(report_data_from(state))
+    summary = docs[EXECUTIVE_SUMMARY]
+    assert "Left untested because the daily request quota ran out: 1 free model," in summary
+    assert f"`discovery run --resume {RUN_ID}` tests them" in summary
+    assert "1 left untested by the daily quota" in summary
+    # The documents are written before the run's last steps: no "status" they could contradict.
+    for name in MARKDOWN:
+        assert "status **" not in docs[name]
+    assert (
+        "| Coverage | 25 of 26 free models tested, 1 left untested by the daily quota |" in docs[FINAL_REPORT]
+    )
+
+
+def test_a_run_that_tested_everything_says_so() -> None:
+    state = fixed_state()
+    for row in state["results"]:
+        if row["verdict"] == "untested_quota":
+            row["verdict"] = "failing"
+    docs = render_documents(report_data_from(state))
+    assert "all 26 free models tested" in docs[EXECUTIVE_SUMMARY]
+    assert "left untested" not in docs[EXECUTIVE_SUMMARY]
 
 
 def test_no_previous_run_and_no_working_model() -> None:

@@ -402,7 +402,7 @@ def fixed_state(
             "run_id": PREV_RUN_ID,
             "started_at": datetime(2026, 10, 1, 6, 0, tzinfo=UTC),
             "source": source,
-            "status": "partial",
+            "status": "completed",
             "n_catalog": 322,
             "n_free": 25,
             "n_tested": 20,
@@ -447,7 +447,7 @@ def fixed_state(
         **run,
         "run_id": PREV_RUN_ID,
         "started_at": datetime(2026, 10, 1, 6, 0, tzinfo=UTC),
-        "status": "partial",
+        "status": "completed",
     }
     return {
         "run": run,

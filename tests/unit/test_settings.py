@@ -5,19 +5,24 @@ from __future__ import annotations
 import pytest
 
 from freemodels.errors import ConfigError
-from freemodels.settings import SourceKind, load_settings, read_env_secret
+from freemodels.settings import load_settings, read_env_secret
+from freemodels.source import SourceKind, choose_kind
+
+
+def kind_of(settings) -> SourceKind:  # type: ignore[no-untyped-def]
+    return choose_kind(settings.source, key_present=settings.resolved_api_key() is not None)
 
 
 def test_default_is_sandbox_without_key() -> None:
     settings = load_settings()
-    assert settings.source_kind() is SourceKind.SANDBOX
+    assert kind_of(settings) is SourceKind.SANDBOX
     assert settings.resolved_api_key() is None
 
 
 def test_key_switches_auto_to_openrouter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test-secret")
     settings = load_settings()
-    assert settings.source_kind() is SourceKind.OPENROUTER
+    assert kind_of(settings) is SourceKind.OPENROUTER
     assert settings.resolved_api_key() == "sk-or-v1-test-secret"
     assert "sk-or-v1-test-secret" not in repr(settings)
     assert "sk-or-v1-test-secret" not in str(settings.model_dump())
@@ -25,12 +30,12 @@ def test_key_switches_auto_to_openrouter(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_explicit_sandbox_wins_over_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test-secret")
-    assert load_settings(source="sandbox").source_kind() is SourceKind.SANDBOX
+    assert kind_of(load_settings(source="sandbox")) is SourceKind.SANDBOX
 
 
 def test_base_url_source() -> None:
     settings = load_settings(source="http://127.0.0.1:8080/v1/")
-    assert settings.source_kind() is SourceKind.BASE_URL
+    assert kind_of(settings) is SourceKind.BASE_URL
     assert settings.source == "http://127.0.0.1:8080/v1"
 
 
@@ -50,8 +55,33 @@ def test_invalid_values_give_one_clear_error(overrides: dict[str, object], needl
 
 def test_invalid_env_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISCOVERY_MAX_CONCURRENCY", "lots")
-    with pytest.raises(ConfigError, match="max_concurrency"):
+    with pytest.raises(ConfigError, match="DISCOVERY_MAX_CONCURRENCY='lots' is not a whole number"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DISCOVERY_REQUESTS_PER_MINUTE", "abc", "DISCOVERY_REQUESTS_PER_MINUTE='abc' is not a whole number"),
+        ("DISCOVERY_REQUESTS_PER_MINUTE", "0", "DISCOVERY_REQUESTS_PER_MINUTE='0' must be at least 1"),
+        ("DISCOVERY_PROBE_DEADLINE_S", "soon", "DISCOVERY_PROBE_DEADLINE_S='soon' is not a number"),
+        ("DISCOVERY_MAX_TOKENS", "99999999", "DISCOVERY_MAX_TOKENS='99999999' must be at most 32768"),
+    ],
+)
+def test_a_bad_environment_value_names_the_variable_and_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"invalid settings: {message}"
+
+
+def test_a_bad_key_value_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(requests_per_minute="x", api_key=["sk-or-v1-not-a-string"])
+    assert "sk-or-v1" not in str(caught.value)
+    assert "requests_per_minute='x' is not a whole number" in str(caught.value)
 
 
 def test_database_defaults_under_data_dir(tmp_path) -> None:

@@ -21,7 +21,6 @@ from flows import stack
 from flows.stack import (
     SERVE,
     SERVER,
-    DeploymentDefaults,
     ProcessRecord,
     StackConfig,
     StackError,
@@ -307,18 +306,10 @@ def test_child_environment_drops_foreign_prefect_settings(monkeypatch: pytest.Mo
 
 
 def test_serve_arguments_carry_the_deployment_defaults() -> None:
-    assert DeploymentDefaults().serve_args() == ["--source", "auto", "--suite", "standard"]
-    assert DeploymentDefaults("sandbox", "standard", 0, True).serve_args() == [
-        "--source",
-        "sandbox",
-        "--suite",
-        "standard",
-        "--budget",
-        "0",
-        "--commit-docs",
-    ]
-    cmd = stack.serve_command(DeploymentDefaults())
+    assert stack.serve_command({})[4:] == ["--source", "auto", "--suite", "standard"]
+    cmd = stack.serve_command({"source": "sandbox", "budget": 0, "commit_docs": True})
     assert cmd[:4] == [sys.executable, "-m", "flows.cli", "serve"]
+    assert cmd[4:] == ["--source", "sandbox", "--budget", "0", "--suite", "standard", "--commit-docs"]
 
 
 def test_deployment_polled_since() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from flows import serve as serve_module
 from flows.cli import build_parser, main
+from flows.parameters import deployment_parameters
 from flows.stack import ProcessRecord, StackPaths, StackState, save_state
 from flows.stack_cli import how_to_use
 
@@ -85,13 +86,13 @@ def test_deployment_is_monthly_at_six_utc_with_a_stable_slug() -> None:
 
 
 def test_deployment_parameters_cover_source_suite_and_budget() -> None:
-    assert serve_module.deployment_parameters() == {
+    assert deployment_parameters() == {
         "source": "auto",
         "suite": "standard",
         "budget": None,
         "commit_docs": False,
     }
-    assert serve_module.deployment_parameters(source="sandbox", budget=5)["budget"] == 5
+    assert deployment_parameters(source="sandbox", budget=5)["budget"] == 5
 
 
 def test_serve_without_a_prefect_server_is_a_clear_error(tmp_path: Path) -> None:

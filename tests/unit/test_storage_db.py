@@ -38,6 +38,9 @@ DUCK_TYPES: dict[type[pl.DataType], str] = {
 }
 
 
+ALL_VERSIONS = [version for version, _sql in storage.migrations]
+
+
 def duck_type(dtype: pl.DataType) -> str:
     if dtype == pl.Datetime("us", "UTC"):
         return "TIMESTAMP WITH TIME ZONE"
@@ -155,14 +158,15 @@ def test_a_failing_migration_rolls_back_and_names_its_version(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage.connect(db_path).close()
-    broken = [*storage.migrations, (2, "CREATE TABLE half_done (a INTEGER); SELECT nonsense")]
+    following = storage.SCHEMA_VERSION + 1
+    broken = [*storage.migrations, (following, "CREATE TABLE half_done (a INTEGER); SELECT nonsense")]
     monkeypatch.setattr(store_db, "migrations", broken)
-    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 2)
-    with pytest.raises(StorageError, match="schema migration 2 failed"):
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", following)
+    with pytest.raises(StorageError, match=f"schema migration {following} failed"):
         storage.connect(db_path)
     monkeypatch.undo()
     with storage.connect(db_path) as con:
-        assert storage.applied_versions(con) == [1]
+        assert storage.applied_versions(con) == ALL_VERSIONS
         tables = [t for (t,) in con.execute("SHOW TABLES").fetchall()]
         assert "half_done" not in tables
 
@@ -190,7 +194,7 @@ def test_read_only_needs_an_existing_migrated_database(tmp_path: Path, db_path: 
 
 def test_in_memory_database() -> None:
     with storage.connect(":memory:") as con:
-        assert storage.applied_versions(con) == [1]
+        assert storage.applied_versions(con) == ALL_VERSIONS
         assert storage.latest_run_id(con) is None
 
 
@@ -266,7 +270,7 @@ def test_connect_waits_for_the_other_process_to_let_go(db_path: Path) -> None:
     try:
         started = time.monotonic()
         with storage.connect(db_path, wait_s=30) as con:
-            assert storage.applied_versions(con) == [1]
+            assert storage.applied_versions(con) == ALL_VERSIONS
         assert time.monotonic() - started >= 0.3
     finally:
         release(child)
@@ -346,7 +350,6 @@ def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) 
     assert row["started_at"] == T0
     assert row["status"] == "completed"
     assert json.loads(row["notes"]) == ["n"]
-    assert storage.is_stored(folder)
 
 
 def test_storing_twice_never_duplicates(tmp_path: Path, con: Any) -> None:
@@ -377,7 +380,6 @@ def test_restoring_after_a_parquet_file_changed_replaces_the_rows(tmp_path: Path
     )
     (folder / "changes.parquet").unlink()  # an absent file: the table gets no rows for this run
     storage.write_run_info(folder, replace(storage.read_run_info(folder), quota_after=7))
-    assert not storage.is_stored(folder)
     storage.store_run(con, folder)
     assert storage.load_table(con, "model_results", "r1").select("model_id", "verdict").rows() == [
         ("vendor/m0:free", "failing")
@@ -385,7 +387,6 @@ def test_restoring_after_a_parquet_file_changed_replaces_the_rows(tmp_path: Path
     assert counts(con, "r1")["changes"] == 0
     assert storage.load_table(con, "runs", "r1").get_column("quota_after").to_list() == [7]
     assert counts(con, "r0")["model_results"] == 3  # the other run is untouched
-    assert storage.is_stored(folder)
 
 
 def test_the_run_id_comes_from_the_run_not_from_the_parquet_rows(tmp_path: Path, con: Any) -> None:
@@ -420,7 +421,6 @@ def test_a_failure_inside_the_transaction_rolls_everything_back(tmp_path: Path, 
     with pytest.raises(StorageError, match=r"storing run r1 .* failed, the database is unchanged"):
         storage.store_run(con, folder)
     assert counts(con, "r1") == before
-    assert not storage.is_stored(folder)
     # The connection is usable afterwards (no transaction left open).
     storage.store_run(con, make_run(tmp_path / "runs", "r2", offset_days=1))
     assert counts(con, "r2")["runs"] == 1
@@ -467,11 +467,9 @@ def test_sigkill_while_storing_leaves_no_partial_run(tmp_path: Path, db_path: Pa
     with storage.connect(db_path, wait_s=10) as con:
         assert set(counts(con, "r1").values()) == {0}
         assert counts(con, "r0") == kept
-        # The folder still says "completed" but was never stored: resuming stores it.
-        assert storage.latest_unfinished_run(runs) == "r1"
+        # Storing again (what a resumed run does) loads the whole run.
         storage.store_run(con, folder)
         assert counts(con, "r1")["probes"] == 6
-    assert storage.latest_unfinished_run(runs) is None
 
 
 # --- queries ---------------------------------------------------------------------------------------
@@ -481,12 +479,12 @@ def test_latest_and_previous_run_ids(tmp_path: Path, con: Any) -> None:
     runs = tmp_path / "runs"
     storage.store_run(con, make_run(runs, "s1", offset_days=0))
     storage.store_run(con, make_run(runs, "o1", offset_days=5, source="openrouter"))
-    storage.store_run(con, make_run(runs, "s2", offset_days=10, status="partial"))
+    storage.store_run(con, make_run(runs, "s2", offset_days=10, status="failed"))
     storage.store_run(con, make_run(runs, "s3", offset_days=20))
     assert storage.latest_run_id(con) == "s3"
     assert storage.latest_run_id(con, source="openrouter") == "o1"
     assert storage.latest_run_id(con, source="base_url") is None
-    # Partial runs count only when asked.
+    # Runs that did not complete count only when asked.
     assert storage.previous_run_id(con, "s3") == "s1"
     assert storage.previous_run_id(con, "s3", completed_only=False) == "s2"
     assert storage.previous_run_id(con, "s1") is None

@@ -24,7 +24,7 @@ from polars.testing import assert_frame_equal
 from freemodels import storage
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import Failure
-from freemodels.records import PROBES_SCHEMA, ProbeResult, RunInfo, probes_frame
+from freemodels.records import PROBES_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep, probes_frame
 
 T0 = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,13 @@ def test_read_table_of_a_damaged_file_is_a_storage_error(tmp_path: Path) -> None
 def test_run_info_round_trip(tmp_path: Path) -> None:
     info = run_info(
         "r1",
-        status="partial",
+        status="failed",
+        status_reason="disk full at /data; free some space",
+        steps_done=["probed", "stored"],
+        untested_models=4,
+        owner_pid=123,
+        owner_host="host",
+        owner_started=456,
         finished_at=T0 + timedelta(hours=1),
         quota_before=50,
         quota_after=0,
@@ -215,7 +221,10 @@ run_infos = st.builds(
     ),
     source=st.text(),
     base_url=st.text(),
-    status=st.sampled_from(["running", "completed", "partial", "failed"]),
+    status=st.sampled_from([s.value for s in RunStatus]),
+    status_reason=st.none() | st.text(),
+    steps_done=st.lists(st.sampled_from([s.value for s in RunStep]), max_size=3),
+    untested_models=st.none() | st.integers(min_value=0),
     finished_at=st.none() | st.datetimes(min_value=datetime(1990, 1, 1), timezones=st.just(UTC)),
     quota_before=st.none() | st.integers(),
     quota_after=st.none() | st.integers(),
@@ -455,35 +464,26 @@ def test_completed_probe_keys_and_attempt_numbers(tmp_path: Path) -> None:
     assert storage.max_attempts_by_probe(empty) == {}
 
 
-def test_latest_unfinished_run(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    assert storage.latest_unfinished_run(runs) is None
-    storage.write_run_info(runs / "a-old", run_info("a-old", offset_days=0, status="partial"))
-    storage.write_run_info(runs / "z-done", run_info("z-done", offset_days=1))
-    storage.mark_stored(runs / "z-done")
-    storage.write_run_info(runs / "b-failed", run_info("b-failed", offset_days=2, status="failed"))
-    (runs / "c-empty").mkdir()  # killed before run.json: skipped
-    assert storage.latest_unfinished_run(runs) == "a-old"
-
-    # Newest by start time, not by name.
-    storage.write_run_info(runs / "0-new", run_info("0-new", offset_days=3, status="running"))
-    assert storage.latest_unfinished_run(runs) == "0-new"
-    assert storage.latest_unfinished_run(runs, source="openrouter") is None
-    storage.write_run_info(
-        runs / "0-or", run_info("0-or", offset_days=0.5, status="running", source="openrouter")
-    )
-    assert storage.latest_unfinished_run(runs, source="openrouter") == "0-or"
-
-
-def test_a_completed_run_that_was_never_stored_is_unfinished(tmp_path: Path) -> None:
+def test_a_legacy_partial_run_reads_as_completed(tmp_path: Path) -> None:
     folder = tmp_path / "runs" / "r"
-    storage.write_run_info(folder, run_info("r", status="completed"))
-    assert not storage.is_stored(folder)
-    assert storage.latest_unfinished_run(tmp_path / "runs") == "r"
-    (folder / storage.STORED_MARKER).write_text("{}")
-    assert storage.is_stored(folder)
-    assert storage.latest_unfinished_run(tmp_path / "runs") is None
-    # Rewriting run.json means the stored copy is stale until the run is stored again.
-    storage.write_run_info(folder, run_info("r", status="completed", quota_after=3))
-    assert not storage.is_stored(folder)
-    assert storage.latest_unfinished_run(tmp_path / "runs") == "r"
+    storage.write_run_info(folder, run_info("r", status="partial"))
+    assert storage.read_run_info(folder).status == "completed"
+
+
+def test_run_folders_lists_only_folders_with_a_run_json(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    assert storage.run_folders(runs) == []
+    storage.write_run_info(runs / "b", run_info("b"))
+    storage.write_run_info(runs / "a", run_info("a"))
+    (runs / "killed-before-run-json").mkdir()
+    assert [f.name for f in storage.run_folders(runs)] == ["a", "b"]
+
+
+def test_candidates_are_kept_with_the_run(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    assert storage.read_candidates_of(folder) == []
+    storage.write_candidates(folder, ["a/b:free", "é/ü"])
+    assert storage.read_candidates_of(folder) == ["a/b:free", "é/ü"]
+    (folder / storage.CANDIDATES_FILE).write_text('{"not": "a list"}')
+    with pytest.raises(StorageError, match="expected a JSON list"):
+        storage.read_candidates_of(folder)

@@ -1,0 +1,94 @@
+"""How a run ends: the one place that turns what stopped it into its recorded status.
+
+:func:`guarded` wraps the parts of a run that come after it is recorded. Whatever ends them is
+written to the run's record before it goes on up:
+
+* ``CancelledError`` (SIGINT, SIGTERM, a cancelled flow run): ``interrupted``; the run id rides on the
+  exception so the caller can print :func:`interrupted_line`;
+* a :class:`~freemodels.errors.DiscoveryError` (a bad parameter, an unreachable source, a damaged
+  database): ``failed`` with its one-line message, raised again as :class:`~freemodels.errors.RunFailed`;
+* an ``OSError`` of the machine (disk full, permission denied): ``failed`` with one line naming the
+  cause and the path (:func:`~freemodels.errors.environment_error`);
+* anything else is a defect of this program: ``failed`` as an internal error, raised unchanged so its
+  traceback is kept.
+
+:func:`quiet_expected_errors` keeps Prefect from printing a traceback for the errors above: they are
+said in one line; ``--debug`` (``DISCOVERY_DEBUG=1``) shows them in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from freemodels.errors import DiscoveryError, RunFailed, environment_error
+from freemodels.records import RunStatus
+from freemodels.runs import RunRecorder
+from freemodels.settings import debug_requested
+
+
+def interrupted_line(run_id: str | None) -> str:
+    """The one line an interrupted run prints."""
+    if run_id is None:
+        return "interrupted before the run started: nothing was recorded or sent"
+    return f"interrupted: resume with discovery run --resume {run_id}"
+
+
+def resume_hint(run_id: str) -> str:
+    return f"run {run_id} failed; after fixing it, resume with discovery run --resume {run_id}"
+
+
+@asynccontextmanager
+async def guarded(
+    recorder: RunRecorder, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+) -> AsyncIterator[None]:
+    """Record how the block ends (see the module docstring)."""
+    try:
+        yield
+    except asyncio.CancelledError as exc:
+        recorder.end(RunStatus.INTERRUPTED, "interrupted (SIGINT, SIGTERM or a cancelled flow run)")
+        exc.run_id = recorder.run_id  # type: ignore[attr-defined]
+        logger.warning("%s", interrupted_line(recorder.run_id))
+        raise
+    except RunFailed:
+        raise
+    except DiscoveryError as exc:
+        recorder.end(RunStatus.FAILED, str(exc))
+        raise RunFailed(str(exc), run_id=recorder.run_id) from exc
+    except OSError as exc:
+        problem = environment_error(exc)
+        recorder.end(RunStatus.FAILED, str(problem))
+        raise RunFailed(str(problem), run_id=recorder.run_id) from exc
+    except Exception as exc:
+        recorder.end(RunStatus.FAILED, f"internal error: {type(exc).__name__}")
+        raise
+
+
+class _QuietExpected(logging.Filter):
+    """Drops the traceback from log records about errors that are said in one line anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and info[1] is not None and isinstance(info[1], DiscoveryError | asyncio.CancelledError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_FILTER = _QuietExpected()
+_LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+def quiet_expected_errors() -> None:
+    """Install the filter on Prefect's run loggers and handlers (once; not with ``--debug``)."""
+    if debug_requested():
+        return
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)

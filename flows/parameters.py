@@ -1,0 +1,376 @@
+"""The parameters of one discovery, declared once.
+
+:class:`RunParameters` is the only declaration. Everything else is derived from its fields:
+
+* the ``discovery run`` options (:func:`add_run_options`, :func:`parameters_from_args`);
+* the ``discovery`` flow's signature, hence the deployment's parameters and the schema of the UI's
+  "Custom run" form (:func:`flow_signature`);
+* the deployment's default parameters and the matching ``discovery up`` / ``serve`` options
+  (:func:`deployment_parameters`, :func:`add_deployment_options`);
+* what a resumed run takes over from the run it continues (:meth:`RunParameters.resumed_from`).
+
+Each field's metadata (:class:`Meta`) says how it appears on the command line, whether a resumed run
+keeps the stored value, whether it is one of the deployment's defaults, and which setting it
+overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+from pydantic import Field
+
+from flows.argtypes import non_negative_int, positive_int
+from freemodels.errors import ConfigError
+
+SOURCES = ("auto", "sandbox", "openrouter")
+SUITES = ("standard",)
+LATEST = "latest"
+"""``resume`` value meaning the newest unfinished run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """How one parameter appears and behaves."""
+
+    help: str
+    flag: str | None = None  # command-line flag; None: not an option of ``discovery run``
+    metavar: str | None = None
+    arg_type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    resume: bool = False  # a resumed run keeps the value stored with the run
+    deployment_default: bool = False  # one of the deployment's default parameters
+    setting: str | None = None  # the Settings field it overrides
+
+
+def _p(default: Any, meta: Meta) -> Any:
+    return field(default=default, metadata={"meta": meta})
+
+
+@dataclass(frozen=True, slots=True)
+class RunParameters:
+    """The parameters of one discovery (the ``discovery`` flow's parameters). The API key is never
+    one: it comes from the environment."""
+
+    source: str = _p(
+        "auto",
+        Meta(
+            "where the catalog and probes go: auto = openrouter with OPENROUTER_API_KEY set, else sandbox",
+            flag="--source",
+            choices=SOURCES,
+            resume=True,
+            deployment_default=True,
+        ),
+    )
+    base_url: str | None = _p(
+        None,
+        Meta(
+            "probe any OpenAI-compatible server instead (e.g. http://127.0.0.1:8080/v1)",
+            flag="--base-url",
+            metavar="URL",
+            resume=True,
+        ),
+    )
+    api_key_env: str | None = _p(
+        None,
+        Meta(
+            "environment variable holding the key for --base-url (default: none)",
+            flag="--api-key-env",
+            metavar="NAME",
+            resume=True,
+        ),
+    )
+    scenario: str | None = _p(
+        None,
+        Meta(
+            "sandbox scenario file (TOML or JSON)",
+            flag="--scenario",
+            metavar="FILE",
+            resume=True,
+            setting="sandbox_scenario",
+        ),
+    )
+    seed: int | None = _p(
+        None,
+        Meta(
+            "seed of the sandbox's behaviour profiles",
+            flag="--seed",
+            metavar="N",
+            arg_type=non_negative_int,
+            resume=True,
+            setting="sandbox_seed",
+        ),
+    )
+    budget: int | None = _p(
+        None,
+        Meta(
+            "most requests this run may send (default: the remaining daily quota)",
+            flag="--budget",
+            metavar="N",
+            arg_type=non_negative_int,
+            deployment_default=True,
+        ),
+    )
+    requests_per_minute: int | None = _p(
+        None,
+        Meta(
+            "requests per minute (default: 20 on OpenRouter, the sandbox's own limit on the sandbox)",
+            flag="--rpm",
+            metavar="N",
+            arg_type=positive_int,
+            resume=True,
+            setting="requests_per_minute",
+        ),
+    )
+    candidates: str | None = _p(
+        None,
+        Meta(
+            "file of model ids (one per line) to check even if the catalog does not list them",
+            flag="--candidates",
+            metavar="FILE",
+        ),
+    )
+    max_models: int | None = _p(
+        None,
+        Meta(
+            "probe at most this many free models",
+            flag="--max-models",
+            metavar="N",
+            arg_type=positive_int,
+            resume=True,
+            setting="max_models",
+        ),
+    )
+    resume: str | None = _p(
+        None,
+        Meta(
+            "continue an unfinished run instead of starting one: RUN_ID, or 'latest' for the newest "
+            "unfinished run (interrupted, killed, or completed with models the quota left untested)",
+        ),
+    )
+    suite: str = _p(
+        "standard",
+        Meta("the probe suite", flag="--suite", choices=SUITES, deployment_default=True),
+    )
+    commit_docs: bool = _p(
+        False,
+        Meta(
+            "commit docs/ with git afterwards (only docs/, never pushes)",
+            flag="--commit-docs",
+            deployment_default=True,
+        ),
+    )
+    data_dir: str | None = _p(
+        None,
+        Meta(
+            "runtime data folder: DuckDB file and Parquet per run (default: data/, or $DISCOVERY_DATA_DIR)",
+            flag="--data-dir",
+            metavar="DIR",
+            setting="data_dir",
+        ),
+    )
+    docs_dir: str | None = _p(
+        None,
+        Meta(
+            "where the Markdown reports go (default: docs/, or $DISCOVERY_DOCS_DIR)",
+            flag="--docs-dir",
+            metavar="DIR",
+            setting="docs_dir",
+        ),
+    )
+
+    # --- derived views ---------------------------------------------------------------------------
+
+    @staticmethod
+    def meta(name: str) -> Meta:
+        return _META[name]
+
+    def setting_overrides(self) -> dict[str, object]:
+        """The Settings fields these parameters override (unset ones left out)."""
+        overrides: dict[str, object] = {}
+        for f in fields(self):
+            target = _META[f.name].setting
+            value = getattr(self, f.name)
+            if target is not None and value is not None:
+                overrides[target] = value
+        overrides["source"] = self.base_url or self.source
+        return overrides
+
+    def stored(self) -> dict[str, object]:
+        """The values a resumed run takes over, as stored with the run (scenario as an absolute path)."""
+        values: dict[str, object] = {}
+        for f in fields(self):
+            if _META[f.name].resume:
+                value = getattr(self, f.name)
+                if f.name == "scenario" and value:
+                    value = str(Path(str(value)).resolve())
+                values[f.name] = value
+        return values
+
+    def resumed_from(self, stored: Mapping[str, object], *, run_id: str) -> RunParameters:
+        """These parameters with every resume key taken from the run being resumed.
+
+        A value given now that contradicts the stored one is a mistake (it would mix sources or
+        settings within one run): :class:`ConfigError` names it.
+        """
+        updates: dict[str, object] = {}
+        for f in fields(self):
+            if not _META[f.name].resume:
+                continue
+            mine = getattr(self, f.name)
+            theirs = stored.get(f.name, f.default)
+            if mine != f.default and mine != theirs:
+                if f.name == "scenario" and theirs and Path(str(mine)).resolve() == Path(str(theirs)):
+                    continue
+                shown = _META[f.name].flag or f.name
+                raise ConfigError(
+                    f"run {run_id} was started with {f.name}={theirs!r}; {shown} {mine!r} does not match "
+                    "(leave it out to resume the run as it was)"
+                )
+            updates[f.name] = theirs
+        return replace(self, **updates)  # type: ignore[arg-type]
+
+
+_META: dict[str, Meta] = {f.name: f.metadata["meta"] for f in fields(RunParameters)}
+_HINTS: dict[str, Any] = get_type_hints(RunParameters)
+
+
+def _default(name: str) -> Any:
+    f = next(f for f in fields(RunParameters) if f.name == name)
+    return f.default if f.default is not MISSING else None
+
+
+# --- the flow's signature ------------------------------------------------------------------------
+
+
+def flow_signature(fn: Callable[[RunParameters], Any]) -> Callable[..., Any]:
+    """Wrap ``fn(params)`` as a function of the flat keyword parameters of :class:`RunParameters`.
+
+    Prefect reads the parameters of a flow (the deployment's parameter schema, ``--param name=value``)
+    from its signature; this builds that signature from the record, with each field's help text as
+    the parameter's description.
+    """
+    parameters = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default,
+            annotation=Annotated[_HINTS[f.name], Field(description=_META[f.name].help)],
+        )
+        for f in fields(RunParameters)
+    ]
+
+    def wrapper(**kwargs: Any) -> Any:
+        return fn(RunParameters(**kwargs))
+
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(wrapper, attr, getattr(fn, attr))
+    if inspect.iscoroutinefunction(fn):
+
+        async def async_wrapper(**kwargs: Any) -> Any:
+            return await fn(RunParameters(**kwargs))
+
+        async_wrapper.__signature__ = wrapper.__signature__  # type: ignore[attr-defined]
+        async_wrapper.__annotations__ = wrapper.__annotations__
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(async_wrapper, attr, getattr(fn, attr))
+        return async_wrapper
+    return wrapper
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str, *, default: Any = None) -> None:
+    meta = _META[name]
+    assert meta.flag is not None
+    if _HINTS[name] is bool:
+        parser.add_argument(meta.flag, dest=name, action="store_true", help=meta.help)
+        return
+    kwargs: dict[str, Any] = {"dest": name, "default": default, "help": meta.help}
+    if meta.choices:
+        kwargs["choices"] = list(meta.choices)
+    if meta.metavar:
+        kwargs["metavar"] = meta.metavar
+    if meta.arg_type is not None:
+        kwargs["type"] = meta.arg_type
+    parser.add_argument(meta.flag, **kwargs)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Every parameter with a flag as an option of ``discovery run``, plus ``--resume [RUN_ID]``."""
+    for f in fields(RunParameters):
+        if f.name == "resume":
+            parser.add_argument(
+                "--resume",
+                nargs="?",
+                const=LATEST,
+                default=None,
+                metavar="RUN_ID",
+                help=_META["resume"].help.replace("RUN_ID, or 'latest' for", "RUN_ID, or without one,"),
+            )
+        elif _META[f.name].flag is not None:
+            _add_option(parser, f.name)
+
+
+def parameters_from_args(args: argparse.Namespace) -> RunParameters:
+    """The parameters ``discovery run``'s options give (options left out keep their defaults)."""
+    values: dict[str, Any] = {}
+    for f in fields(RunParameters):
+        value = getattr(args, f.name, None)
+        if value is None or value is False:
+            continue
+        values[f.name] = str(value) if isinstance(value, Path) else value
+    return RunParameters(**values)
+
+
+def deployment_parameters(**overrides: Any) -> dict[str, Any]:
+    """The deployment's default parameters: every field marked ``deployment_default``."""
+    unknown = set(overrides) - {f.name for f in fields(RunParameters) if _META[f.name].deployment_default}
+    if unknown:
+        raise ConfigError(f"not a deployment default: {', '.join(sorted(unknown))}")
+    return {
+        f.name: overrides.get(f.name, _default(f.name))
+        for f in fields(RunParameters)
+        if _META[f.name].deployment_default
+    }
+
+
+def deployment_args(defaults: Mapping[str, Any]) -> list[str]:
+    """The deployment defaults as ``discovery serve`` options (what ``discovery up`` passes on)."""
+    args: list[str] = []
+    for name, value in deployment_parameters(**defaults).items():
+        flag = _META[name].flag
+        assert flag is not None
+        if _HINTS[name] is bool:
+            if value:
+                args.append(flag)
+        elif value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def add_deployment_options(parser: argparse.ArgumentParser) -> None:
+    """The deployment's defaults as options of ``discovery up`` and ``discovery serve``."""
+    for f in fields(RunParameters):
+        meta = _META[f.name]
+        if meta.deployment_default:
+            _add_option(parser, f.name, default=_default(f.name))
+
+
+def deployment_defaults_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The deployment defaults ``discovery up`` / ``serve`` options give."""
+    return deployment_parameters(
+        **{
+            f.name: getattr(args, f.name)
+            for f in fields(RunParameters)
+            if _META[f.name].deployment_default and hasattr(args, f.name)
+        }
+    )
