@@ -9,6 +9,14 @@ A chat request goes through the checks in OpenRouter's order: bearer key (401), 
 free-model limits (429, see :mod:`freemodels.sandbox.limits`), then the model's profile decides the answer
 (see :mod:`freemodels.sandbox.profiles` and the scenario keys in :mod:`freemodels.sandbox.scenario`).
 
+The ``models`` fallback list: when a request carries ``models``, OpenRouter routes by that list and not by
+``model``, so the sandbox does the same. A list of more than :data:`MODELS_LIMIT` ids fails the whole
+request with OpenRouter's live 400 ``'models' array must have 3 items or fewer.`` (message and code only,
+plus ``user_id``); a ``models`` value that is not a non-empty list of non-empty strings is a 400 invalid
+request (in the sandbox's own wording: no live body for these was found). ``"models": null`` counts as
+absent. A valid list is served by its first model, through the same checks as ``model``; the later ids are
+accepted but not tried (the sandbox does not model fallback to them).
+
 Timing: every byte is scheduled at an absolute offset from the moment the request arrived (``loop.time()``
 deadlines, never accumulated sleeps) and flushed at once. A stream sends nothing (not even headers) before
 its first event; keep-alive comments go at ``keepalive_ms``, 2x, ... until the first data chunk; the role-only
@@ -61,6 +69,9 @@ _INVALID_MARK = "@@INVALID-UTF8@@"
 _HUGE_MARK = "@@HUGE-BODY@@"
 _JSON = "application/json"
 _ARRIVED = "freemodels.sandbox.arrived"  # scope key: loop.time() when the request arrived
+
+MODELS_LIMIT = 3
+"""Most ids OpenRouter accepts in a request's ``models`` array (primary included), as live traffic shows."""
 
 
 class ConnectionControl(Protocol):
@@ -312,10 +323,11 @@ async def _chat(request: Request) -> Response:
         return _error_response(bodies.bad_request("Invalid JSON in request body", state.user_id))
     if not isinstance(body, dict):
         return _error_response(bodies.bad_request("Request body must be a JSON object", state.user_id))
-    model_id = body.get("model")
+    requested = _requested_models(body, state.user_id)
+    if isinstance(requested, ErrorReply):
+        return _error_response(requested)
+    model_id = requested[0]
     messages = body.get("messages")
-    if not isinstance(model_id, str) or not model_id:
-        return _error_response(bodies.bad_request("No models provided", state.user_id))
     if not isinstance(messages, list) or not messages:
         return _error_response(
             bodies.bad_request('Input required: specify "prompt" or "messages"', state.user_id)
@@ -347,6 +359,25 @@ async def _chat(request: Request) -> Response:
     call = _make_call(state, body, model_id, model)
     plan = _plan(state, call)
     return await _execute(plan, t0, request, state)
+
+
+def _requested_models(body: dict[str, Any], user_id: str) -> list[str] | ErrorReply:
+    """The model ids a request asks for, in order (``models`` if given, else ``model``), or its 400."""
+    models = body.get("models")
+    if models is None:
+        model_id = body.get("model")
+        if not isinstance(model_id, str) or not model_id:
+            return bodies.bad_request("No models provided", user_id)
+        return [model_id]
+    if not isinstance(models, list):
+        return bodies.bad_request("'models' must be an array of model IDs", user_id)
+    if len(models) > MODELS_LIMIT:
+        return bodies.too_many_models(MODELS_LIMIT, user_id)
+    if not models:
+        return bodies.bad_request("'models' array must have at least 1 item.", user_id)
+    if not all(isinstance(m, str) and m for m in models):
+        return bodies.bad_request("'models' array items must be model IDs (non-empty strings)", user_id)
+    return list(models)
 
 
 def _make_call(state: SandboxState, body: dict[str, Any], model_id: str, model: SandboxModel | None) -> _Call:

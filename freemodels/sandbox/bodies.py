@@ -2,8 +2,9 @@
 
 Shapes follow the recorded traffic (401 wordings, "No endpoints found for X.", upstream 429 "Provider
 returned error" with ``metadata.raw`` and ``provider_name``, account 429 "Rate limit exceeded:
-free-models-per-min." with ``metadata.headers`` X-RateLimit-*), plus the documented typed
-``metadata.error_type`` and, for model-availability errors, ``error.availability``.
+free-models-per-min." with ``metadata.headers`` X-RateLimit-*, the 400 for an over-long ``models`` array
+with only ``message`` and ``code``), plus the documented typed ``metadata.error_type`` and, for
+model-availability errors, ``error.availability``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,19 @@ def unknown_key() -> ErrorReply:
 def bad_request(message: str, user_id: str | None = None) -> ErrorReply:
     return ErrorReply(
         400, envelope(400, message, metadata={"error_type": "invalid_request"}, user_id=user_id)
+    )
+
+
+def too_many_models(limit: int, user_id: str) -> ErrorReply:
+    """400 for a ``models`` array longer than OpenRouter accepts, in the live body's shape: only
+    ``message`` and ``code`` (no ``metadata``) plus the top-level ``user_id``. The whole request fails;
+    no model is tried."""
+    return ErrorReply(
+        400,
+        {
+            "error": {"message": f"'models' array must have {limit} items or fewer.", "code": 400},
+            "user_id": user_id,
+        },
     )
 
 

@@ -279,6 +279,109 @@ async def test_bad_request_bodies() -> None:
         assert response.json()["error"]["code"] == 400
 
 
+# --------------------------------------------------------------------------------------------------
+# the `models` fallback list
+
+CAP_MESSAGE = "'models' array must have 3 items or fewer."
+
+
+def _three_ok() -> dict[str, Any]:
+    return {"models": {m: {**FAST, "behavior": "ok"} for m in (LLAMA, GEMMA, QWEN)}}
+
+
+@pytest.mark.parametrize("length", [4, 5, 13])
+async def test_a_models_array_longer_than_three_is_refused_as_openrouter_does(length: int) -> None:
+    listed = [LLAMA, GEMMA, QWEN, "mistralai/mistral-small-3.2-24b-instruct:free", *[LLAMA] * 9]
+    async with sandbox(_three_ok()) as client:
+        response = await chat(client, LLAMA, models=listed[:length])
+        for_stream = await chat(client, LLAMA, stream=True, models=listed[:length])
+        without_model = await client.post(
+            "/chat/completions", json={"models": listed[:length], "messages": ARITHMETIC.messages()}
+        )
+        stats = (await client.get("/_sandbox/stats")).json()
+    for refused in (response, for_stream, without_model):
+        assert refused.status_code == 400
+        assert refused.headers["content-type"].startswith("application/json")
+        # The live body: message and code only, plus the top-level user_id.
+        body = refused.json()
+        assert body["error"] == {"message": CAP_MESSAGE, "code": 400}
+        assert set(body) == {"error", "user_id"} and body["user_id"].startswith("user_")
+    # The whole request fails before any model is tried or any quota is spent.
+    assert stats["chat_requests"] == 0 and stats["per_model"] == {} and stats["day_count"] == 0
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+async def test_three_or_fewer_models_are_served_by_the_first(length: int) -> None:
+    order = [GEMMA, LLAMA, QWEN][:length]
+    async with sandbox(_three_ok()) as client:
+        # `model` names another model: OpenRouter routes by the `models` list, and so does the sandbox.
+        response = await chat(client, QWEN if length < 3 else LLAMA, models=order)
+        streamed = await chat(client, LLAMA, stream=True, models=order)
+        stats = (await client.get("/_sandbox/stats")).json()
+    assert response.status_code == 200
+    assert response.json()["model"] == GEMMA
+    assert response.json()["choices"][0]["message"]["content"] == ARITHMETIC.expected
+    assert streamed.status_code == 200
+    chunks = [obj for kind, obj in parse_sse(streamed.text) if kind == "data"]
+    assert {c["model"] for c in chunks} == {GEMMA}
+    assert stats["per_model"] == {GEMMA: 2} and stats["chat_requests"] == 2
+
+
+async def test_models_without_model_and_an_unlisted_first_id() -> None:
+    async with sandbox(_three_ok()) as client:
+        served = await client.post(
+            "/chat/completions", json={"models": [LLAMA], "messages": ARITHMETIC.messages()}
+        )
+        unlisted = await chat(client, LLAMA, models=["acme/fake-1.0", LLAMA])
+    assert served.status_code == 200 and served.json()["model"] == LLAMA
+    assert unlisted.status_code == 400
+    assert unlisted.json()["error"]["message"] == "acme/fake-1.0 is not a valid model ID"
+
+
+@pytest.mark.parametrize(
+    "models",
+    [
+        LLAMA,
+        {"0": LLAMA},
+        7,
+        True,
+        [],
+        [LLAMA, 3],
+        [LLAMA, None],
+        [LLAMA, ""],
+        [[LLAMA]],
+        [{"id": LLAMA}],
+    ],
+    ids=[
+        "string",
+        "object",
+        "number",
+        "bool",
+        "empty",
+        "int-item",
+        "null-item",
+        "empty-id",
+        "nested",
+        "dict",
+    ],
+)
+async def test_a_malformed_models_field_is_an_invalid_request(models: object) -> None:
+    async with sandbox(_three_ok()) as client:
+        response = await chat(client, LLAMA, models=models)
+        stats = (await client.get("/_sandbox/stats")).json()
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == 400 and "models" in error["message"]
+    assert error["message"] != CAP_MESSAGE
+    assert stats["chat_requests"] == 0
+
+
+async def test_models_null_falls_back_to_model() -> None:
+    async with sandbox(_three_ok()) as client:
+        response = await chat(client, LLAMA, models=None)
+    assert response.status_code == 200 and response.json()["model"] == LLAMA
+
+
 async def test_key_reports_the_daily_quota_as_it_is_spent() -> None:
     async with sandbox({"limits": {"requests_per_day": 50}, **staged(LLAMA, behavior="ok")}) as client:
         first = (await client.get("/key")).json()["data"]
