@@ -175,7 +175,9 @@ class Store(Protocol):
 
 
 class Render(Protocol):
-    def __call__(self, db_path: Path, docs_dir: Path, run_id: str) -> RenderOutcome: ...
+    def __call__(
+        self, db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = ...
+    ) -> RenderOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +499,9 @@ async def _conclude(
     documents: list[Path] = []
     publish = in_prefect and not recorder.done(RunStep.PUBLISHED)
     if not recorder.done(RunStep.RENDERED) or publish:
-        rendered = steps.render(settings.database, settings.docs_dir, run_id)
+        rendered = steps.render(
+            settings.database, settings.docs_dir, run_id, models_limit=settings.rotation_models_limit
+        )
         documents = rendered.paths
         recorder.step_done(RunStep.RENDERED)
         if publish:

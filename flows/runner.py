@@ -250,7 +250,7 @@ def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | 
         chosen = run_id or storage.latest_run_id(con)
         if chosen is None:
             raise RunNotFoundError(f"no completed run in {settings.database}")
-        return render_and_write(con, chosen, settings.docs_dir)
+        return render_and_write(con, chosen, settings.docs_dir, models_limit=settings.rotation_models_limit)
     finally:
         con.close()
 

@@ -1,15 +1,25 @@
 """The rotation in forms that clients can use directly.
 
-- :func:`rotation_json` (``docs/rotation.json``): per purpose, the two fields of an OpenRouter chat
-  completion request that pick the model with fallbacks: ``model`` (the primary) and ``models`` (the
-  ordered list OpenRouter tries when a model errors; "Model Fallbacks",
-  https://openrouter.ai/docs/guides/routing/model-fallbacks). A client merges
-  ``rotation["purposes"]["general"]`` into its request body. Free models only, so a fallback never bills.
+- :func:`rotation_json` (``docs/rotation.json``):
+
+  - ``purposes``: per purpose, the two fields of an OpenRouter chat completion request that pick the
+    model with fallbacks: ``model`` (the primary) and ``models`` (the ordered list OpenRouter tries when a
+    model errors; "Model Fallbacks", https://openrouter.ai/docs/guides/routing/model-fallbacks). A client
+    merges ``rotation["purposes"]["general"]`` into its request body. OpenRouter refuses a ``models``
+    array of more than three ids (HTTP 400 ``'models' array must have 3 items or fewer.``), so ``models``
+    holds at most ``models_limit`` ids (the ``rotation_models_limit`` setting): the primary, then the
+    best fallbacks in chain order;
+  - ``chains``: per purpose, the whole ordered chain (primary first), for clients that walk it
+    themselves (LiteLLM, their own retry loop);
+  - ``measurements``: per purpose, what each model of the chain measured.
+
+  Free models only, so a fallback never bills.
 - :func:`litellm_router_yaml` (``docs/litellm-router.yaml``): a LiteLLM router configuration (the
   ``config.yaml`` shape LiteLLM documents for its proxy and that ``litellm.Router(**config["router_settings"],
   model_list=config["model_list"])`` takes): one ``model_list`` entry per purpose (its ``model_name`` is
   the purpose, served by the primary) and one per model id in any chain (its ``model_name`` is the id),
-  plus ``router_settings.fallbacks`` mapping each purpose to its fallbacks in order. The API key is
+  plus ``router_settings.fallbacks`` mapping each purpose to the rest of its whole chain in order (LiteLLM
+  sends one model per request, so OpenRouter's ``models`` limit does not apply). The API key is
   referenced as ``os.environ/OPENROUTER_API_KEY``, never written.
 
 Both are pure functions of the rotation frame (:data:`~freemodels.records.ROTATION_SCHEMA`) and the run's
@@ -24,6 +34,8 @@ from typing import Any
 
 import polars as pl
 import yaml
+
+from freemodels.settings import OPENROUTER_MODELS_LIMIT
 
 SANDBOX_NOTE = (
     "Sandbox data: these chains were computed from the project's simulated OpenRouter, not from real "
@@ -57,12 +69,18 @@ def rotation_json(
     source: str,
     generated_at: datetime | str | None,
     order: Sequence[str] | None = None,
+    models_limit: int = OPENROUTER_MODELS_LIMIT,
 ) -> dict[str, Any]:
     """The rotation as a JSON-ready dict (see the module docstring for the shape).
 
     ``generated_at`` is the run's time (not the wall clock), so the output is reproducible; ``order``
-    lists purposes in the order to write them (others follow alphabetically).
+    lists purposes in the order to write them (others follow alphabetically); ``models_limit`` caps each
+    purpose's ``models`` array (the whole chain stays under ``chains``).
+
+    Raises ``ValueError`` if ``models_limit`` is below 1.
     """
+    if models_limit < 1:
+        raise ValueError(f"models_limit must be at least 1, not {models_limit}")
     chains = _chains(rotation, order)
     document: dict[str, Any] = {
         "generated_by": "Free Model Discovery",
@@ -70,16 +88,21 @@ def rotation_json(
         "source": source,
         "generated_at": _iso(generated_at),
         "usage": (
-            "Merge purposes[<purpose>] into an OpenRouter chat completion request body: 'model' is "
-            "the primary, 'models' the ordered fallbacks OpenRouter tries when a model errors."
+            "Merge purposes[<purpose>] into an OpenRouter chat completion request body: 'model' is the "
+            f"primary, 'models' the primary and the next best fallbacks (at most {models_limit} ids; "
+            "OpenRouter refuses a longer 'models' array with HTTP 400), tried in order when a model "
+            "errors. chains[<purpose>] is the whole ordered chain, primary first, for clients that try "
+            "models themselves (LiteLLM, your own loop); never send it as 'models'."
         ),
+        "models_limit": models_limit,
     }
     if source == "sandbox":
         document["warning"] = SANDBOX_NOTE
     document["purposes"] = {
-        purpose: {"model": rows[0]["model_id"], "models": [r["model_id"] for r in rows]}
+        purpose: {"model": rows[0]["model_id"], "models": [r["model_id"] for r in rows[:models_limit]]}
         for purpose, rows in chains.items()
     }
+    document["chains"] = {purpose: [r["model_id"] for r in rows] for purpose, rows in chains.items()}
     document["measurements"] = {
         purpose: [
             {
@@ -147,7 +170,8 @@ def litellm_router_yaml(
         "# LiteLLM router configuration generated by Free Model Discovery.",
         f"# Run: {run_id or 'unknown'}; source: {source}.",
         "# Use a purpose (general, json, long-context, tier:<name>) as the model name; LiteLLM falls",
-        "# back along router_settings.fallbacks. Load with `litellm --config litellm-router.yaml` or",
+        "# back along router_settings.fallbacks through the whole chain, in order. Load with",
+        "# `litellm --config litellm-router.yaml` or",
         "# litellm.Router(model_list=cfg['model_list'], **cfg['router_settings']).",
     ]
     if source == "sandbox":

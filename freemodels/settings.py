@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from freemodels.errors import ConfigError
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+OPENROUTER_MODELS_LIMIT = 3
+"""Most ids OpenRouter accepts in a chat request's ``models`` array (primary included). A longer array is
+refused with HTTP 400 ``'models' array must have 3 items or fewer.``; the limit is enforced by the API
+(reported from live traffic) though its "Model Fallbacks" page does not state it."""
 
 
 class Settings(BaseSettings):
@@ -131,6 +135,18 @@ class Settings(BaseSettings):
         description=(
             "Free space the data folder must have before a run sends its first request (MB): room "
             "for the run's checkpoints, Parquet files and the DuckDB load."
+        ),
+    )
+
+    # --- the exports ---------------------------------------------------------------------------
+    rotation_models_limit: int = Field(
+        OPENROUTER_MODELS_LIMIT,
+        ge=1,
+        le=100,
+        description=(
+            "Most model ids in each purpose's `models` array in rotation.json (the primary, then the "
+            "best fallbacks). OpenRouter refuses a longer array with HTTP 400; the full chain is "
+            "exported under `chains` either way."
         ),
     )
 

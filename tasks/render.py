@@ -48,6 +48,7 @@ from freemodels.records import (
     RUNS_SCHEMA,
     Verdict,
 )
+from freemodels.settings import OPENROUTER_MODELS_LIMIT
 from freemodels.source import profile_of
 from freemodels.suite import TASKS
 from tasks.rank import (
@@ -575,8 +576,11 @@ def _history(history: pl.DataFrame, run_id: str) -> tuple[list[dict[str, Any]], 
     return list(reversed(rows)), points
 
 
-def build_context(data: ReportData) -> dict[str, Any]:
-    """Everything the templates show, as plain values (pure)."""
+def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> dict[str, Any]:
+    """Everything the templates show, as plain values (pure).
+
+    ``models_limit`` is the most ids ``rotation.json`` puts in a purpose's ``models`` array.
+    """
     run = data.run
     source = _source(run)
     settings = _settings(run)
@@ -695,6 +699,7 @@ def build_context(data: ReportData) -> dict[str, Any]:
             "rotation_json": ROTATION_JSON,
             "litellm": LITELLM_YAML,
         },
+        "models_limit": models_limit,
         "tier_names": list(TIERS),
         "too_few_label": TOO_FEW_SAMPLES,
         "long_context_min": LONG_CONTEXT_MIN_TOKENS,
@@ -766,9 +771,13 @@ def render_charts(context: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def render_documents(data: ReportData) -> dict[str, str]:
-    """Every document of the run: relative path under ``docs/`` -> content (pure)."""
-    context = build_context(data)
+def render_documents(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> dict[str, str]:
+    """Every document of the run: relative path under ``docs/`` -> content (pure).
+
+    ``models_limit`` caps each purpose's ``models`` array in ``rotation.json`` (see
+    :func:`freemodels.exports.rotation_json`).
+    """
+    context = build_context(data, models_limit=models_limit)
     documents = {
         EXECUTIVE_SUMMARY: _render("executive-summary.md.j2", context),
         FINAL_REPORT: _render("final-report.md.j2", context),
@@ -786,6 +795,7 @@ def render_documents(data: ReportData) -> dict[str, str]:
                 source=source["kind"],
                 generated_at=data.run.get("finished_at") or data.run.get("started_at"),
                 order=purposes(),
+                models_limit=models_limit,
             ),
             indent=2,
             ensure_ascii=False,
@@ -802,9 +812,9 @@ def render_documents(data: ReportData) -> dict[str, str]:
     return documents
 
 
-def summary_markdown(data: ReportData) -> str:
+def summary_markdown(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> str:
     """The executive summary as Markdown for a Prefect artifact (no relative links or images)."""
-    context = build_context(data)
+    context = build_context(data, models_limit=models_limit)
     context["artifact"] = True
     return _render("executive-summary.md.j2", context)
 
@@ -870,13 +880,20 @@ def write_documents(docs_dir: Path, documents: Mapping[str, str], *, run_date: s
     return written
 
 
-def render_and_write(con: duckdb.DuckDBPyConnection, run_id: str, docs_dir: Path) -> list[Path]:
+def render_and_write(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    docs_dir: Path,
+    *,
+    models_limit: int = OPENROUTER_MODELS_LIMIT,
+) -> list[Path]:
     """Load run ``run_id``, render every document and write them under ``docs_dir``."""
     data = load_report_data(con, run_id)
     started = data.run.get("started_at")
     if not isinstance(started, datetime):
         raise StorageError(f"run {run_id!r} has no start time")
-    return write_documents(docs_dir, render_documents(data), run_date=started.date().isoformat())
+    documents = render_documents(data, models_limit=models_limit)
+    return write_documents(docs_dir, documents, run_date=started.date().isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -888,8 +905,13 @@ class RenderOutcome:
     tiers: list[dict[str, Any]]
 
 
-def render_run(db_path: Path, docs_dir: Path, run_id: str) -> RenderOutcome:
-    """Render run ``run_id`` from the database at ``db_path`` into ``docs_dir``."""
+def render_run(
+    db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = OPENROUTER_MODELS_LIMIT
+) -> RenderOutcome:
+    """Render run ``run_id`` from the database at ``db_path`` into ``docs_dir``.
+
+    ``models_limit`` caps each purpose's ``models`` array in ``rotation.json``.
+    """
     from freemodels import storage
 
     con = storage.connect(db_path, read_only=True)
@@ -900,10 +922,17 @@ def render_run(db_path: Path, docs_dir: Path, run_id: str) -> RenderOutcome:
     started = data.run.get("started_at")
     if not isinstance(started, datetime):
         raise StorageError(f"run {run_id!r} has no start time")
-    paths = write_documents(docs_dir, render_documents(data), run_date=started.date().isoformat())
-    return RenderOutcome(paths=paths, summary_markdown=summary_markdown(data), tiers=tiers_table(data))
+    documents = render_documents(data, models_limit=models_limit)
+    paths = write_documents(docs_dir, documents, run_date=started.date().isoformat())
+    return RenderOutcome(
+        paths=paths,
+        summary_markdown=summary_markdown(data, models_limit=models_limit),
+        tiers=tiers_table(data),
+    )
 
 
 @task(name="render", cache_policy=NO_CACHE)
-def render_task(db_path: Path, docs_dir: Path, run_id: str) -> RenderOutcome:
-    return render_run(db_path, docs_dir, run_id)
+def render_task(
+    db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = OPENROUTER_MODELS_LIMIT
+) -> RenderOutcome:
+    return render_run(db_path, docs_dir, run_id, models_limit=models_limit)

@@ -4,12 +4,14 @@ Validation:
 
 - ``rotation.json``: every purpose is checked against the part of OpenRouter's chat request that picks
   models (openapi ``ChatRequest``: ``model`` a string, ``models`` an array of model ids, "Model
-  Fallbacks" guide), merged into a full request body.
+  Fallbacks" guide), merged into a full request body, with the three-id limit OpenRouter enforces on
+  ``models`` (HTTP 400 ``'models' array must have 3 items or fewer.``; not in the openapi schema).
 - ``litellm-router.yaml``: checked against LiteLLM's documented config schema (``model_list`` entries
   with ``model_name`` and ``litellm_params.model``; ``router_settings.fallbacks`` a list of one-key maps
-  from a model name to the model names to try next, docs "Fallbacks" / "Router config"). LiteLLM itself
-  is not a dependency (about 250 MB with boto3, tokenizers, huggingface-hub and openai); when it is
-  installed, the last test also loads the file with ``litellm.Router``.
+  from a model name to the model names to try next, docs "Fallbacks" / "Router config"). LiteLLM is an
+  optional dependency group (``litellm``, about 250 MB with boto3, tokenizers, huggingface-hub and
+  openai); where it is installed, the last test also loads the file with ``litellm.Router``. Requests
+  built from both exports are sent to the sandbox in ``tests/integration/test_exports_in_use.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from freemodels.exports import (
     rotation_json,
 )
 from freemodels.records import ROTATION_SCHEMA
-from tasks.rank import GENERAL, JSON, tier_purpose
+from freemodels.settings import OPENROUTER_MODELS_LIMIT, load_settings
+from tasks.rank import DEFAULT_CHAIN_LENGTH, GENERAL, JSON, tier_purpose
 
 OPENROUTER_REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -40,6 +43,7 @@ OPENROUTER_REQUEST_SCHEMA: dict[str, Any] = {
         "models": {
             "type": "array",
             "minItems": 1,
+            "maxItems": 3,  # enforced by OpenRouter's API, not stated in its schema
             "items": {"type": "string", "pattern": "^[^/\\s]+/[^\\s]+$"},
             "uniqueItems": True,
         },
@@ -98,6 +102,18 @@ CHAINS = {
     tier_purpose("ultra-fast"): ["meta-llama/llama-3.3-70b-instruct:free"],
 }
 
+LONG_CHAINS = {
+    GENERAL: [
+        "meta-llama/llama-3.3-70b-instruct:free",
+        "google/gemma-3-27b-it:free",
+        "qwen/qwen3-14b:free",
+        "mistralai/mistral-small-3.2-24b-instruct:free",
+        "deepseek/deepseek-r1:free",
+    ],
+    JSON: ["google/gemma-3-27b-it:free", "qwen/qwen3-14b:free", "deepseek/deepseek-r1:free", "z/z:free"],
+    tier_purpose("fast"): ["qwen/qwen3-14b:free"],
+}
+
 
 def rotation_frame(chains: dict[str, list[str]] = CHAINS) -> pl.DataFrame:
     rows = [
@@ -140,6 +156,53 @@ def test_rotation_json_matches_openrouters_request_fields() -> None:
         assert [m["rank"] for m in doc["measurements"][purpose]] == list(range(1, len(ids) + 1))
 
 
+def test_models_holds_at_most_three_ids_and_chains_the_whole_chain() -> None:
+    assert len(LONG_CHAINS[GENERAL]) == DEFAULT_CHAIN_LENGTH  # as long as a default chain gets
+    doc = rotation_json(
+        rotation_frame(LONG_CHAINS), run_id="r", source="openrouter", generated_at=None, order=[GENERAL]
+    )
+    assert doc["models_limit"] == OPENROUTER_MODELS_LIMIT == 3
+    for purpose, ids in LONG_CHAINS.items():
+        fields = doc["purposes"][purpose]
+        # The primary, then the best fallbacks in chain order; nothing else goes into the request.
+        assert fields == {"model": ids[0], "models": ids[:3]}
+        jsonschema.validate(
+            {"messages": [{"role": "user", "content": "hi"}], **fields}, OPENROUTER_REQUEST_SCHEMA
+        )
+        assert doc["chains"][purpose] == ids
+        assert [m["model"] for m in doc["measurements"][purpose]] == ids
+    assert "chains[<purpose>]" in doc["usage"] and "at most 3 ids" in doc["usage"]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4, 5, 6])
+def test_the_models_limit_follows_the_setting(limit: int) -> None:
+    settings = load_settings(rotation_models_limit=limit)
+    doc = rotation_json(
+        rotation_frame(LONG_CHAINS),
+        run_id="r",
+        source="openrouter",
+        generated_at=None,
+        models_limit=settings.rotation_models_limit,
+    )
+    assert doc["models_limit"] == limit
+    for purpose, ids in LONG_CHAINS.items():
+        assert doc["purposes"][purpose]["models"] == ids[:limit]
+        assert doc["chains"][purpose] == ids
+    assert f"at most {limit} ids" in doc["usage"]
+
+
+def test_a_models_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="models_limit"):
+        rotation_json(rotation_frame(), run_id="r", source="openrouter", generated_at=None, models_limit=0)
+
+
+def test_litellm_yaml_keeps_the_whole_chain_as_fallbacks() -> None:
+    config = yaml.safe_load(litellm_router_yaml(rotation_frame(LONG_CHAINS), run_id="r"))
+    fallbacks = {k: v for entry in config["router_settings"]["fallbacks"] for k, v in entry.items()}
+    assert fallbacks[GENERAL] == LONG_CHAINS[GENERAL][1:]
+    assert len(fallbacks[GENERAL]) == DEFAULT_CHAIN_LENGTH - 1
+
+
 def test_rotation_json_marks_sandbox_data() -> None:
     doc = rotation_json(rotation_frame(), run_id="r", source="sandbox", generated_at=None)
     assert doc["warning"] == SANDBOX_NOTE
@@ -148,7 +211,8 @@ def test_rotation_json_marks_sandbox_data() -> None:
 
 def test_empty_rotation_exports_no_purposes() -> None:
     empty = pl.DataFrame(schema=ROTATION_SCHEMA)
-    assert rotation_json(empty, run_id="r", source="openrouter", generated_at=None)["purposes"] == {}
+    doc = rotation_json(empty, run_id="r", source="openrouter", generated_at=None)
+    assert doc["purposes"] == {} and doc["chains"] == {}
     config = litellm_config(empty)
     assert config == {"model_list": [], "router_settings": {"fallbacks": []}}
 
@@ -194,11 +258,12 @@ def test_exports_are_deterministic() -> None:
     assert a == b
 
 
-def test_litellm_router_loads_the_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
-    # LiteLLM would fetch its model price map from the internet at import without this.
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    litellm = pytest.importorskip("litellm", reason="litellm is not installed (optional check)")
-    config = yaml.safe_load(litellm_router_yaml(rotation_frame(), run_id="r"))
+def test_litellm_router_loads_the_yaml() -> None:
+    # tests/conftest.py sets LITELLM_LOCAL_MODEL_COST_MAP: no price map is fetched at import.
+    litellm = pytest.importorskip(
+        "litellm", reason="litellm is not installed (optional dependency group `litellm`)"
+    )
+    config = yaml.safe_load(litellm_router_yaml(rotation_frame(LONG_CHAINS), run_id="r"))
     router = litellm.Router(model_list=config["model_list"], **config["router_settings"])
-    names = {d["model_name"] for d in router.model_list}
-    assert set(CHAINS) <= names
+    names = {d["model_name"] for d in router.registry().all()}
+    assert set(LONG_CHAINS) <= names

@@ -403,7 +403,49 @@ def test_hostile_strings_survive_the_exports_and_charts(hostile_pair) -> None:
 def test_summary_markdown_has_no_relative_links() -> None:
     text = summary_markdown(fixed_report_data())
     assert "| Free models | 26 |" in text
+    assert "- `rotation.json`: merge" in text and "- `litellm-router.yaml`: load it" in text
     assert ".md)" not in text and ".svg)" not in text and ".json)" not in text
+
+
+def test_rotation_exports_cap_models_and_say_how_to_use_them(documents: dict[str, str]) -> None:
+    rotation = json.loads(documents[ROTATION_JSON])
+    assert max(len(c) for c in rotation["chains"].values()) > 3  # the fixed state has chains to cut
+    for purpose, fields in rotation["purposes"].items():
+        assert fields["models"] == rotation["chains"][purpose][:3]
+    litellm = yaml.safe_load(documents[LITELLM_YAML])
+    fallbacks = {k: v for entry in litellm["router_settings"]["fallbacks"] for k, v in entry.items()}
+    assert fallbacks == {p: c[1:] for p, c in rotation["chains"].items() if len(c) > 1}
+    section = documents[EXECUTIVE_SUMMARY].split("## Rotation", 1)[1].split("\n## ", 1)[0]
+    assert "[rotation.json](rotation.json): merge `purposes" in section and "at most 3 ids" in section
+    assert "[litellm-router.yaml](litellm-router.yaml): load it with" in section
+
+
+def test_the_models_limit_reaches_every_render() -> None:
+    data = fixed_report_data()
+    documents = render_documents(data, models_limit=2)
+    rotation = json.loads(documents[ROTATION_JSON])
+    assert rotation["models_limit"] == 2
+    assert all(len(f["models"]) <= 2 for f in rotation["purposes"].values())
+    assert "at most 2 ids" in documents[EXECUTIVE_SUMMARY]
+    assert "at most 2 ids" in summary_markdown(data, models_limit=2)
+
+
+def test_report_command_renders_with_the_models_limit_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.runner import render_reports
+    from freemodels import storage
+
+    data = fixed_report_data()
+    (tmp_path / "data").mkdir()
+    with storage.connect(tmp_path / "data" / "discovery.duckdb") as con:  # the migrated schema
+        _store(con, data, extra_runs=[], into_existing=True)
+    monkeypatch.setenv("DISCOVERY_ROTATION_MODELS_LIMIT", "1")
+    render_reports(run_id=RUN_ID, data_dir=str(tmp_path / "data"), docs_dir=str(tmp_path / "docs"))
+    rotation = json.loads((tmp_path / "docs" / ROTATION_JSON).read_text(encoding="utf-8"))
+    assert {p: f["models"] for p, f in rotation["purposes"].items()} == {
+        p: c[:1] for p, c in rotation["chains"].items()
+    }
 
 
 def test_tiers_table_rows() -> None:
@@ -459,8 +501,11 @@ def test_write_documents_rejects_bad_input(tmp_path: Path) -> None:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _store(con: duckdb.DuckDBPyConnection, data: ReportData, *, extra_runs: list[dict]) -> None:
-    """Create the tables (as the storage step does: every table carries run_id) and fill them."""
+def _store(
+    con: duckdb.DuckDBPyConnection, data: ReportData, *, extra_runs: list[dict], into_existing: bool = False
+) -> None:
+    """Create the tables (as the storage step does: every table carries run_id) and fill them
+    (``into_existing``: fill the tables a migrated database already has)."""
     frames = {
         "runs": pl.DataFrame([data.run, data.previous_run, *extra_runs], schema=RUNS_SCHEMA),
         "catalog": data.catalog.select(pl.lit(RUN_ID).alias("run_id"), pl.all()),
@@ -478,7 +523,10 @@ def _store(con: duckdb.DuckDBPyConnection, data: ReportData, *, extra_runs: list
     )
     for table, frame in frames.items():
         con.register("frame", frame.to_arrow())
-        con.execute(f"CREATE TABLE {table} AS SELECT * FROM frame")
+        if into_existing:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+        else:
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM frame")
         con.unregister("frame")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from freemodels.errors import ConfigError
-from freemodels.settings import load_settings, read_env_secret
+from freemodels.settings import OPENROUTER_MODELS_LIMIT, load_settings, read_env_secret
 from freemodels.source import SourceKind, choose_kind
 
 
@@ -46,6 +46,8 @@ def test_base_url_source() -> None:
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"probe_deadline_s": -1}, "probe_deadline_s"),
         ({"max_tokens": 1}, "max_tokens"),
+        ({"rotation_models_limit": 0}, "rotation_models_limit"),
+        ({"rotation_models_limit": 101}, "rotation_models_limit"),
     ],
 )
 def test_invalid_values_give_one_clear_error(overrides: dict[str, object], needle: str) -> None:
@@ -96,3 +98,14 @@ def test_read_env_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert read_env_secret("MY_MISSING_KEY") is None
     with pytest.raises(ConfigError):
         read_env_secret("not a name")
+
+
+def test_rotation_models_limit_defaults_to_openrouters_and_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from freemodels.sandbox.app import MODELS_LIMIT
+
+    # The export's default fits what the sandbox (as OpenRouter) accepts.
+    assert load_settings().rotation_models_limit == OPENROUTER_MODELS_LIMIT == MODELS_LIMIT == 3
+    monkeypatch.setenv("DISCOVERY_ROTATION_MODELS_LIMIT", "2")
+    assert load_settings().rotation_models_limit == 2
