@@ -6,9 +6,14 @@ and CI have it). In a user's own clone it is absent, and the tests that need it 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# LiteLLM (optional dependency group `litellm`) fetches its model price map from the internet when it is
+# imported, unless told to use the copy it ships. Set before any test imports it.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "openrouter"
