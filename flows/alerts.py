@@ -2,8 +2,10 @@
 
 A model that the previous run put in the rotation is *lost* in the current run when
 
-* ``gone``: the catalog no longer lists it;
-* ``no_longer_free``: the catalog still lists it, but not as a free model;
+* ``gone``: the catalog lists neither it nor its paid slug;
+* ``no_longer_free``: the catalog still lists it, but not as a free model, or its ``:free`` id left the
+  catalog while the paid slug stays (the same rule as the ``free_ended`` change in the reports:
+  :func:`freemodels.changes.listing_of`);
 * ``broken``: it was probed and its verdict is ``failing`` (no probe succeeded).
 
 A model that was not probed this time (left out by the daily quota or by ``max_models``) or that still
@@ -35,6 +37,7 @@ from typing import Any
 
 import polars as pl
 
+from freemodels.changes import listing_of
 from freemodels.records import Verdict
 
 EVENT_MODEL_LOST = "discovery.model.lost"
@@ -107,12 +110,16 @@ def find_lost_models(
         row = by_model.get(model_id)
         verdict = row["verdict"] if row else None
         root_cause = row.get("root_cause") if row else None
-        if model_id not in listed:
+        where = listing_of(model_id, listed)
+        if where == "gone":
             lost.append(LostModel(model_id, GONE, verdict, root_cause, "no longer listed in the catalog"))
-        elif not listed[model_id]:
-            lost.append(
-                LostModel(model_id, NO_LONGER_FREE, verdict, root_cause, "listed, but no longer free")
+        elif where == "no_longer_free":
+            detail = (
+                "listed, but no longer free"
+                if model_id in listed
+                else f"only the paid {model_id.removesuffix(':free')} remains"
             )
+            lost.append(LostModel(model_id, NO_LONGER_FREE, verdict, root_cause, detail))
         elif verdict == Verdict.FAILING:
             evidence = row.get("evidence") if row else None
             detail = f"every probe failed ({root_cause or 'unknown cause'})"

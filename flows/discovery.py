@@ -32,7 +32,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, State
 
-from flows.lifecycle import guarded, interrupted_line, quiet_expected_errors
+from flows.lifecycle import guarded, interrupted_line, quiet_expected_errors, sigterm_cancels_this_task
 from flows.parameters import RunParameters, flow_signature
 from flows.prepare import Prepared, prepare
 from freemodels import storage
@@ -266,12 +266,15 @@ async def discovery(params: RunParameters) -> RunSummary | State:
     logger = get_run_logger()
     quiet_expected_errors()
     try:
-        return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
+        with sigterm_cancels_this_task():
+            return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
     except DiscoveryError as exc:
         return Failed(message=str(exc), data=exc)
     except asyncio.CancelledError as exc:
-        run_id = getattr(exc, "run_id", None)
-        return Cancelled(message=interrupted_line(run_id))
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # handled here: the flow run ends as Cancelled, not by an exception
+        return Cancelled(message=interrupted_line(getattr(exc, "run_id", None)))
 
 
 async def run_without_prefect(params: RunParameters) -> RunSummary:

@@ -19,8 +19,10 @@ said in one line; ``--debug`` (``DISCOVERY_DEBUG=1``) shows them in full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from freemodels.errors import DiscoveryError, RunFailed, environment_error
@@ -66,10 +68,38 @@ async def guarded(
         raise
 
 
+@contextlib.contextmanager
+def sigterm_cancels_this_task() -> Iterator[None]:
+    """SIGTERM cancels the current task, as SIGINT does under ``asyncio.run``, for the block.
+
+    Inside a flow run Prefect's engine turns SIGTERM into an exception raised wherever the main thread
+    happens to be (often outside any step); a cancellation instead reaches the run where it waits,
+    so it ends as ``interrupted`` with its checkpoint flushed. Prefect's handler is put back after.
+    Outside the main thread (no signals there) this does nothing.
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel) if task is not None else None
+    except (ValueError, RuntimeError, NotImplementedError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+
+
 class _QuietExpected(logging.Filter):
-    """Drops the traceback from log records about errors that are said in one line anyway."""
+    """Drops the traceback from log records about errors that are said in one line anyway, and the
+    per-task "Cancelled" lines of an interrupted run (the run's own line says it once)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "prefect.task_runs" and str(record.msg).startswith("Finished in state Cancelled"):
+            return False
         info = record.exc_info
         if info and info[1] is not None and isinstance(info[1], DiscoveryError | asyncio.CancelledError):
             record.exc_info = None

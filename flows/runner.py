@@ -48,6 +48,7 @@ PREFECT_DEFAULTS = {
 }
 TEMPORARY_SERVER_START_TIMEOUT_S = 120.0
 TEMPORARY_SERVER_STOP_TIMEOUT_S = 5.0
+WORKER_DRAIN_TIMEOUT_S = 5.0
 DEFAULT_STACK_DIR = Path(".stack")
 
 
@@ -174,7 +175,20 @@ def prefect_api(stack_dir: Path = DEFAULT_STACK_DIR) -> Iterator[str]:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api}):
-            yield api
+            try:
+                yield api
+            finally:
+                drain_prefect_workers()
+
+
+def drain_prefect_workers(timeout_s: float = WORKER_DRAIN_TIMEOUT_S) -> None:
+    """Send the logs and events Prefect still holds while the server is up (a temporary server
+    stops right after; left for later, they would be retried against a closed port for minutes)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,17 +213,10 @@ def check_run(params: RunParameters) -> Prepared:
 async def _flow_in_task(params: RunParameters) -> Any:
     """Call the flow with SIGTERM cancelling it, as SIGINT does under ``asyncio.run``."""
     from flows.discovery import discovery
+    from flows.lifecycle import sigterm_cancels_this_task
 
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if task is not None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
+    with sigterm_cancels_this_task():
         return await discovery(**dataclasses.asdict(params), return_state=True)
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run_discovery(params: RunParameters) -> RunEnd:
@@ -219,7 +226,12 @@ def run_discovery(params: RunParameters) -> RunEnd:
         from flows.lifecycle import quiet_expected_errors
 
         quiet_expected_errors()
-        state = asyncio.run(_flow_in_task(params))
+        try:
+            state = asyncio.run(_flow_in_task(params))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            from flows.lifecycle import interrupted_line
+
+            return RunEnd(None, interrupted=interrupted_line(None))
     if state.is_cancelled():
         return RunEnd(None, interrupted=state.message or "interrupted")
     if state.is_failed():

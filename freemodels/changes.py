@@ -27,6 +27,7 @@ Without a previous run there is nothing to compare with, and the result is empty
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 
 import polars as pl
@@ -78,6 +79,20 @@ def _is_tier(tier: str | None) -> bool:
     return tier is not None and tier != UNRANKED_TIER
 
 
+def listing_of(model_id: str, listed: Mapping[str, bool]) -> str:
+    """Where a free model of an earlier run stands in a catalog (``listed``: id -> is free).
+
+    ``"free"``: listed and free; ``"no_longer_free"``: listed but not free, or its ``:free`` id is gone
+    while the paid slug stays; ``"gone"``: neither the id nor its paid slug is listed.
+    """
+    if model_id in listed:
+        return "free" if listed[model_id] else "no_longer_free"
+    base = model_id.removesuffix(FREE_SUFFIX)
+    if base != model_id and base in listed:
+        return "no_longer_free" if not listed[base] else "gone"
+    return "gone"
+
+
 def compute_changes(
     *,
     run_id: str,
@@ -109,11 +124,13 @@ def compute_changes(
         rows.append(("added", model_id, detail))
 
     for model_id in prev_free - cur_free:
-        base = model_id.removesuffix(FREE_SUFFIX)
-        if model_id in cur_cat:
+        where = listing_of(model_id, cur_cat)
+        if where == "no_longer_free" and model_id in cur_cat:
             rows.append(("free_ended", model_id, "still listed, no longer free"))
-        elif base != model_id and base in cur_cat and not cur_cat[base]:
-            rows.append(("free_ended", model_id, f"only the paid {base} remains"))
+        elif where == "no_longer_free":
+            rows.append(
+                ("free_ended", model_id, f"only the paid {model_id.removesuffix(FREE_SUFFIX)} remains")
+            )
         else:
             rows.append(("removed", model_id, "no longer listed"))
 

@@ -36,13 +36,12 @@ import polars as pl
 import yaml
 
 from freemodels.settings import OPENROUTER_MODELS_LIMIT
+from freemodels.source import PROFILES, SourceKind, profile_of
 
 SANDBOX_NOTE = (
     "Sandbox data: these chains were computed from the project's simulated OpenRouter, not from real "
     "models. Do not route real traffic with them."
 )
-OPENROUTER_KEY_REF = "os.environ/OPENROUTER_API_KEY"
-BASE_URL_KEY_REF = "os.environ/OPENAI_API_KEY"
 
 
 def _chains(rotation: pl.DataFrame, order: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
@@ -96,7 +95,7 @@ def rotation_json(
         ),
         "models_limit": models_limit,
     }
-    if source == "sandbox":
+    if _simulated(source):
         document["warning"] = SANDBOX_NOTE
     document["purposes"] = {
         purpose: {"model": rows[0]["model_id"], "models": [r["model_id"] for r in rows[:models_limit]]}
@@ -120,11 +119,19 @@ def rotation_json(
     return document
 
 
+def _simulated(source: str) -> bool:
+    profile = profile_of(source)
+    return profile is not None and profile.simulated
+
+
 def _deployment(model_id: str, *, source: str, base_url: str | None) -> dict[str, Any]:
-    if source == "base_url" and base_url:
-        # Any OpenAI-compatible server: LiteLLM's generic OpenAI route with that server's base URL.
-        return {"model": f"openai/{model_id}", "api_base": base_url, "api_key": BASE_URL_KEY_REF}
-    return {"model": f"openrouter/{model_id}", "api_key": OPENROUTER_KEY_REF}
+    """One LiteLLM deployment of ``model_id`` as the source's profile says LiteLLM reaches it."""
+    profile = profile_of(source) or PROFILES[SourceKind.OPENROUTER]
+    params: dict[str, Any] = {"model": profile.litellm_model(model_id)}
+    if profile.litellm_sets_api_base and base_url:
+        params["api_base"] = base_url
+    params["api_key"] = profile.litellm_key_ref
+    return params
 
 
 def litellm_config(
@@ -174,7 +181,7 @@ def litellm_router_yaml(
         "# `litellm --config litellm-router.yaml` or",
         "# litellm.Router(model_list=cfg['model_list'], **cfg['router_settings']).",
     ]
-    if source == "sandbox":
+    if _simulated(source):
         header.append(f"# WARNING: {SANDBOX_NOTE}")
     body = yaml.safe_dump(
         litellm_config(rotation, source=source, base_url=base_url, order=order),

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +33,7 @@ from markupsafe import Markup
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from freemodels import charts, exports
+from freemodels import charts, exports, storage
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
@@ -844,18 +842,6 @@ def tiers_table(data: ReportData) -> list[dict[str, Any]]:
 # Writing
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_documents(docs_dir: Path, documents: Mapping[str, str], *, run_date: str) -> list[Path]:
     """Write ``documents`` under ``docs_dir`` (each file atomically) and archive the month's copy.
 
@@ -875,7 +861,7 @@ def write_documents(docs_dir: Path, documents: Mapping[str, str], *, run_date: s
             target = (base / relative).resolve()
             if not target.is_relative_to(root):
                 raise ValueError(f"document path escapes the docs folder: {relative!r}")
-            _write_atomic(target, text)
+            storage.write_text_atomic(target, text)
             written.append(target)
     return written
 
@@ -912,8 +898,6 @@ def render_run(
 
     ``models_limit`` caps each purpose's ``models`` array in ``rotation.json``.
     """
-    from freemodels import storage
-
     con = storage.connect(db_path, read_only=True)
     try:
         data = load_report_data(con, run_id)

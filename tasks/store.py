@@ -15,11 +15,25 @@ from prefect.cache_policies import NO_CACHE
 
 from freemodels import storage
 from freemodels.changes import compute_changes
+from freemodels.errors import StorageError
 from freemodels.records import RunInfo
 
 # What compute_changes reads of the previous catalog: three columns instead of all of them (a large
 # catalog's descriptions and parameter lists would otherwise be read back for nothing).
 _PREV_CATALOG_SQL = "SELECT model_id, is_free, expiration_date FROM catalog WHERE run_id = ?"
+
+
+def one_source(probes: pl.DataFrame, source: str, run_id: str) -> pl.DataFrame:
+    """``probes`` with every row's source filled in, after checking that the run's source answered
+    them all: a run never mixes sources (rows recorded before the column existed have none)."""
+    named = probes.get_column("source").drop_nulls().unique().to_list()
+    others = sorted(s for s in named if s != source)
+    if others:
+        raise StorageError(
+            f"run {run_id} is a {source} run, but {', '.join(others)} answered some of its probes; "
+            "it is not stored (a run never mixes sources)"
+        )
+    return probes.with_columns(pl.col("source").fill_null(source))
 
 
 def store_run_files(
@@ -32,6 +46,7 @@ def store_run_files(
     catalog: pl.DataFrame,
 ) -> pl.DataFrame:
     """Persist one run; returns the changes since the previous run of the same source."""
+    probes = one_source(probes, info.source, info.run_id)
     con = storage.connect(db_path)
     try:
         prev_id = storage.previous_run_id(con, info.run_id, source=info.source, started_at=info.started_at)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, State
 
 from freemodels.records import ProbeResult, ProbeSpec
 from freemodels.scheduler import PlanOutcome, RateLimiter, run_plan
@@ -52,8 +53,15 @@ async def test_family(family: str, specs: Sequence[ProbeSpec], ctx: FamilyContex
 
 
 @task(name="test-by-family", cache_policy=NO_CACHE)
-async def test_by_family_task(family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext) -> PlanOutcome:
-    outcome = await test_family(family, specs, ctx)
+async def test_by_family_task(
+    family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
+) -> PlanOutcome | State[PlanOutcome]:
+    try:
+        outcome = await test_family(family, specs, ctx)
+    except asyncio.CancelledError:
+        # The run is being interrupted: the task run ends as Cancelled (one INFO line), not as a
+        # crash. The flow run's own cancellation carries on regardless.
+        return Cancelled(message="interrupted")
     ok = sum(1 for r in outcome.results if r.failure is None)
     get_run_logger().info(
         "%s: %d attempts over %d probes, %d passed, %d not sent",

@@ -70,6 +70,7 @@ from freemodels.storage.runfolder import (
     write_candidates,
     write_run_info,
     write_table,
+    write_text_atomic,
 )
 
 __all__ = [
@@ -112,4 +113,5 @@ __all__ = [
     "write_candidates",
     "write_run_info",
     "write_table",
+    "write_text_atomic",
 ]

@@ -154,6 +154,14 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` atomically, creating its folder.
+
+    The file gets the permissions the user's umask gives a new file (0644 with the usual 022).
+    """
+    return _atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
+
+
 def _link_new(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the name ``path`` unless ``path`` exists (FileExistsError)."""
     try:

@@ -128,3 +128,34 @@ def test_emit_lost_models_emits_one_event_per_lost_model(monkeypatch: pytest.Mon
         "openrouter.model.a/gone:free",
     ]
     assert {e["event"] for e in sent} == {"discovery.model.lost"}
+
+
+def test_a_free_id_gone_while_its_paid_slug_stays_is_no_longer_free_as_in_the_changes() -> None:
+    from datetime import date
+
+    from freemodels.changes import compute_changes
+
+    previous = ["x/model:free", "y/gone:free"]
+    cat = catalog(**{"x/model": False})
+    lost = find_lost_models(previous, results(), cat)
+    assert [(m.model_id, m.reason) for m in lost] == [("x/model:free", NO_LONGER_FREE), ("y/gone:free", GONE)]
+    assert lost[0].detail == "only the paid x/model remains"
+
+    # The reports' change list says the same of both models.
+    def full(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.lit(None, pl.String()).alias("expiration_date")).select(
+            "model_id", "is_free", "expiration_date"
+        )
+
+    prev = full(catalog(**{"x/model:free": True, "y/gone:free": True}))
+    changes = compute_changes(
+        run_id="r2",
+        prev_run_id="r1",
+        prev_catalog=prev,
+        cur_catalog=full(cat),
+        prev_results=None,
+        cur_results=None,
+        today=date(2026, 12, 1),
+    )
+    kinds = dict(zip(changes.get_column("model_id"), changes.get_column("change"), strict=True))
+    assert kinds == {"x/model:free": "free_ended", "y/gone:free": "removed"}

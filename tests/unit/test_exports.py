@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from freemodels.exports import (
-    OPENROUTER_KEY_REF,
     SANDBOX_NOTE,
     litellm_config,
     litellm_router_yaml,
@@ -33,6 +32,7 @@ from freemodels.exports import (
 )
 from freemodels.records import ROTATION_SCHEMA
 from freemodels.settings import OPENROUTER_MODELS_LIMIT, load_settings
+from freemodels.source import PROFILES, SourceKind
 from tasks.rank import DEFAULT_CHAIN_LENGTH, GENERAL, JSON, tier_purpose
 
 OPENROUTER_REQUEST_SCHEMA: dict[str, Any] = {
@@ -229,7 +229,7 @@ def test_litellm_yaml_follows_the_documented_config_schema() -> None:
         assert deployments[purpose]["model"] == f"openrouter/{ids[0]}"
         for model_id in ids:
             assert deployments[model_id]["model"] == f"openrouter/{model_id}"
-    assert all(p["api_key"] == OPENROUTER_KEY_REF for p in deployments.values())
+    assert all(p["api_key"] == PROFILES[SourceKind.OPENROUTER].litellm_key_ref for p in deployments.values())
     fallbacks = {k: v for entry in config["router_settings"]["fallbacks"] for k, v in entry.items()}
     assert fallbacks == {p: ids[1:] for p, ids in CHAINS.items() if len(ids) > 1}
     for targets in fallbacks.values():

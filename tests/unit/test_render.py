@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import xml.etree.ElementTree as ET
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -657,3 +658,14 @@ def test_renders_120_monthly_runs_of_100_models() -> None:
     assert docs[INDEX].count("| `run-") == 120
     assert docs[CAPABILITY_MATRIX].count(":free` |") == 100
     assert docs[FINAL_REPORT].count(" | ultra-fast | ") + docs[FINAL_REPORT].count(" | fast | ") > 0
+
+
+def test_reports_are_written_with_the_users_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        written = write_documents(
+            tmp_path / "docs", {"a.md": "x\n", "charts/b.svg": "<svg/>"}, run_date="2026-11-01"
+        )
+    finally:
+        os.umask(old)
+    assert written and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in written)
