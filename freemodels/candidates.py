@@ -6,6 +6,10 @@ the chat endpoint: :func:`classify_candidate` names why they cannot be used and 
 come closest.
 
 Rule
+    0. A ``:free`` candidate whose model the catalog lists only under its paid slug (the id without
+       ``:free``, e.g. ``minimax/minimax-m2:free`` when only ``minimax/minimax-m2`` is listed) has
+       **no free variant** (:attr:`Failure.FREE_VARIANT_ENDED`): the model is on OpenRouter, the id
+       is right, only the free offer is gone (or never was). The paid slug is the suggestion.
     1. A candidate that is not a well-formed OpenRouter id (``author/name`` with an optional
        ``:variant``, lower-case letters, digits, ``.``, ``_`` and ``-``; an optional leading ``~``)
        is a **wrong model id** (:attr:`Failure.WRONG_MODEL_ID`), with the closest ids if any.
@@ -29,8 +33,8 @@ Closeness
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +47,7 @@ __all__ = [
     "CatalogIndex",
     "classify_candidate",
     "is_well_formed",
+    "paid_slug_of",
     "read_candidates",
     "suggest_ids",
 ]
@@ -102,6 +107,7 @@ class CatalogIndex:
 
     ids: frozenset[str]
     models: tuple[_Model, ...]
+    by_lower: Mapping[str, str] = field(default_factory=dict)  # lower-cased id -> the catalog's id
 
     @classmethod
     def from_ids(cls, catalog_ids: Iterable[str]) -> CatalogIndex:
@@ -125,7 +131,8 @@ class CatalogIndex:
                 )
             )
         all_ids = frozenset(i for ids in groups.values() for i in ids)
-        return cls(ids=all_ids, models=tuple(models))
+        by_lower = {i.strip().lower(): i for i in sorted(all_ids)}
+        return cls(ids=all_ids, models=tuple(models), by_lower=by_lower)
 
 
 @lru_cache(maxsize=4)
@@ -188,14 +195,19 @@ def classify_candidate(
 ) -> tuple[Failure, list[str]]:
     """Why a candidate the catalog does not list cannot be probed, and the closest catalog ids.
 
-    Returns ``(Failure.WRONG_MODEL_ID, suggestions)`` for a malformed id or one with close catalog
-    ids, and ``(Failure.NO_ENDPOINTS, [])`` when nothing in the catalog is close. Raises
-    :class:`ValueError` if the catalog lists the candidate: such a candidate is probed, not classified.
+    Returns ``(Failure.FREE_VARIANT_ENDED, [paid slug])`` for a ``:free`` id whose model is listed
+    only as its paid slug, ``(Failure.WRONG_MODEL_ID, suggestions)`` for a malformed id or one with
+    close catalog ids, and ``(Failure.NO_ENDPOINTS, [])`` when nothing in the catalog is close.
+    Raises :class:`ValueError` if the catalog lists the candidate: such a candidate is probed, not
+    classified.
     """
     index = _as_index(catalog_ids)
     text = candidate.strip()
     if text in index.ids:
         raise ValueError(f"{text!r} is listed in the catalog; probe it instead of classifying it")
+    paid = paid_slug_of(text, index)
+    if paid is not None:
+        return Failure.FREE_VARIANT_ENDED, [paid]
     suggestions = suggest_ids(text, index, n=n)
     if suggestions or not is_well_formed(text):
         return Failure.WRONG_MODEL_ID, suggestions
@@ -221,6 +233,22 @@ def classify_unlisted(candidates: Sequence[str], catalog_ids: Sequence[str]) -> 
         failure, suggestions = classify_candidate(candidate, index)
         outcomes.append(CandidateOutcome(candidate, failure, tuple(suggestions)))
     return outcomes
+
+
+def paid_slug_of(candidate: str, catalog_ids: Sequence[str] | CatalogIndex) -> str | None:
+    """The listed paid slug of a ``:free`` candidate whose free variant the catalog does not list.
+
+    ``minimax/minimax-m2:free`` -> ``minimax/minimax-m2`` when the catalog lists that id but not the
+    ``:free`` one; None otherwise. Case is ignored; the catalog's spelling is returned.
+    """
+    index = _as_index(catalog_ids)
+    text = candidate.strip()
+    base, variant = split_variant(text.lower())
+    if variant != "free" or text in index.ids:
+        return None
+    if f"{base}:free" in index.by_lower:
+        return None  # the free variant is listed (under another spelling): a wrong id, not a paid one
+    return index.by_lower.get(base)
 
 
 def read_candidates(path: str | Path) -> list[str]:

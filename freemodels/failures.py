@@ -18,6 +18,8 @@ class Failure(StrEnum):
     NO_ENDPOINTS = "no_endpoints"
     FREE_VARIANT_ENDED = "free_variant_ended"
     PRIVACY_EXCLUDED = "privacy_excluded"
+    PROVIDER_RESTRICTED = "provider_restricted"
+    APP_RESTRICTED = "app_restricted"
     CAPABILITY_UNSUPPORTED = "capability_unsupported"
     CONTEXT_LIMIT = "context_limit"
     BAD_REQUEST = "bad_request"
@@ -60,17 +62,36 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "removed upstream).",
     ),
     Failure.FREE_VARIANT_ENDED: FailureInfo(
-        "Free variant ended",
+        "No free variant (ended)",
         False,
-        "Switch to another free model, or to the paid slug if the budget allows.",
-        "The ':free' promotion of this model has ended (404 free_variant_ended).",
+        "Switch to another free model, or to the paid slug (the suggestion) if the budget allows.",
+        "The model is on OpenRouter, but not as ':free': its free period has ended ('period has "
+        "ended', 'unavailable for free', at 404 or 400, naming the paid slug) or the catalog lists "
+        "only the paid slug.",
     ),
     Failure.PRIVACY_EXCLUDED: FailureInfo(
         "Excluded by account privacy settings",
         False,
         "Allow free model publication/training at https://openrouter.ai/settings/privacy, or "
         "accept that this model stays unavailable to the account.",
-        "The account's data policy removes every endpoint of this model (404 data policy).",
+        "The account's data policy or guardrails remove every endpoint of this model (404, or 400 "
+        "'matching your guardrail restrictions and data policy').",
+    ),
+    Failure.PROVIDER_RESTRICTED: FailureInfo(
+        "Excluded by the account's allowed providers",
+        False,
+        "Add one of the providers that serve this model (the evidence names them) to the account's "
+        "allowed providers at https://openrouter.ai/settings/preferences, or drop the model.",
+        "The account (or the key's guardrail) allows only some providers, and none of them serves "
+        "this model (404 'No allowed providers are available', with available_providers).",
+    ),
+    Failure.APP_RESTRICTED: FailureInfo(
+        "Served only to listed apps",
+        False,
+        "Drop the model from API use: OpenRouter serves it only inside the apps listed at "
+        "https://openrouter.ai/apps (agentic harnesses), not to plain API calls.",
+        "The catalog lists the model, but OpenRouter refuses plain API calls to it (403 'is only "
+        "available on agentic harnesses').",
     ),
     Failure.CAPABILITY_UNSUPPORTED: FailureInfo(
         "Capability unsupported",
@@ -144,7 +165,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "Empty reply",
         True,
         "Retry after a short wait (cold start) or fall back to another model.",
-        "The model answered with no content at all.",
+        "The model answered with no text at all: no content and no reasoning (or tool calls only).",
     ),
     Failure.REASONING_EXHAUSTED: FailureInfo(
         "Reasoning used up max_tokens",

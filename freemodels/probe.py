@@ -6,7 +6,10 @@ Timing protocol (all on ``time.perf_counter_ns``, relative to the moment the req
   completes carries that stamp;
 * SSE comments (``: OPENROUTER PROCESSING``) and role-only or empty deltas are not tokens;
 * **TTFT-any** = first content, reasoning, refusal or tool-call text; **TTFT-content** = first
-  non-empty ``delta.content``; **total** = the last content token (not ``[DONE]``, not usage);
+  non-empty ``delta.content``; **total** = the last content token (not ``[DONE]``, not usage), or the
+  last reasoning token when the whole answer came in the reasoning channel (content empty, finish
+  reason ``stop``: see :func:`~freemodels.classify.answer_channel`); such an answer is graded on the
+  reasoning text and recorded with ``answer_channel = "reasoning"``;
 * a total deadline (``settings.probe_deadline_s``) wraps the whole request, on top of httpx's
   per-read timeout, which keep-alive comments keep resetting;
 * at most ``settings.max_response_bytes`` are read.
@@ -35,6 +38,7 @@ import httpx
 from freemodels.classify import (
     ErrorEnvelope,
     RateLimitScope,
+    answer_channel,
     classify,
     error_code,
     is_retryable,
@@ -116,6 +120,7 @@ class StreamState:
     first_any_ns: int | None = None
     first_content_ns: int | None = None
     last_content_ns: int | None = None
+    last_reasoning_ns: int | None = None
     content_parts: list[str] = field(default_factory=list)
     reasoning_parts: list[str] = field(default_factory=list)
     finish_reason: str | None = None
@@ -196,6 +201,7 @@ class StreamState:
                 )
         if reasoning:
             self.reasoning_parts.append(reasoning)
+            self.last_reasoning_ns = t_ns
             self._any(t_ns)
         if _text_of(delta.get("refusal")) or delta.get("tool_calls"):
             self._any(t_ns)
@@ -385,6 +391,8 @@ def _take_json_body(body: bytes, state: StreamState, first_ns: int | None, last_
     state.feed_chunk(value, first_ns)
     if state.content_parts:
         state.last_content_ns = last_ns
+    if state.reasoning_parts:
+        state.last_reasoning_ns = last_ns
     if state.envelope is None and not isinstance(value.get("choices"), list):
         raise InvalidStreamError("JSON body has neither choices nor an error")
 
@@ -448,7 +456,17 @@ async def probe_attempt(
     if status is not None and not 200 <= status < 300:
         state.envelope = parse_error_envelope(error_body)
     content, reasoning = state.content, state.reasoning
-    graded = task.grade(content) if content.strip() else None
+    channel = (
+        answer_channel(content, reasoning, state.finish_reason)
+        if status is not None and 200 <= status < 300 and state.envelope is None and exception is None
+        else None
+    )
+    if channel == "content":
+        graded: bool | None = task.grade(content)
+    elif channel == "reasoning":
+        graded = task.grade_reasoning(reasoning)
+    else:
+        graded = None
     failure = classify(
         http_status=status,
         envelope=state.envelope,
@@ -468,6 +486,9 @@ async def probe_attempt(
         if failure is not None
         else None
     )
+    answered = channel if failure in (None, Failure.WRONG_ANSWER) and not deadline_hit else None
+    last_ns = state.last_reasoning_ns if answered == "reasoning" else state.last_content_ns
+    env = state.envelope
     result = ProbeResult(
         run_id=run_id,
         model_id=spec.model_id,
@@ -490,10 +511,11 @@ async def probe_attempt(
             cache_status,
             deadline_hit=deadline_hit,
             deadline_s=settings.probe_deadline_s,
+            answered_in_reasoning=answered == "reasoning",
         ),
         ttft_any_ms=state.ms(state.first_any_ns),
         ttft_content_ms=state.ms(state.first_content_ns),
-        total_ms=state.ms(state.last_content_ns),
+        total_ms=state.ms(last_ns),
         completion_tokens=state.completion_tokens,
         reasoning_tokens=state.reasoning_tokens,
         finish_reason=_clean(state.finish_reason, 50, state.secret),
@@ -505,6 +527,10 @@ async def probe_attempt(
         reply_excerpt=_excerpt(content, reasoning, state.secret),
         server_ttft_ms=state.server_ttft_ms,
         server_total_ms=state.server_total_ms,
+        answer_channel=answered,
+        limit_source=_clean(env.limit_source, 100, state.secret) if env is not None else None,
+        is_byok=env.is_byok if env is not None else None,
+        remedy_hint=_clean(env.remedy_hint, 300, state.secret) if env is not None else None,
     )
     return AttemptOutcome(
         result=result,
@@ -559,6 +585,7 @@ def _message(
     *,
     deadline_hit: bool,
     deadline_s: float,
+    answered_in_reasoning: bool = False,
 ) -> str | None:
     """Why the attempt failed (OpenRouter's own words where it gave some), plus measurement notes."""
     parts: list[str] = []
@@ -578,6 +605,10 @@ def _message(
             parts.append(f"{type(exception).__name__}: {detail}" if detail else type(exception).__name__)
         elif error_body.strip():
             parts.append(error_body[:RAW_TEXT_CHARS].decode("utf-8", "replace").strip())
+    if answered_in_reasoning:
+        parts.append(
+            "answer only in the reasoning channel (content empty): an app reading content gets nothing"
+        )
     if state.cost:
         parts.append(f"non-zero cost reported: usage.cost={state.cost:g}")
     if cache_status and cache_status.strip().upper() == "HIT":

@@ -14,6 +14,10 @@ import polars as pl
 
 from freemodels.failures import Failure
 
+ANSWER_IN_REASONING = "answer_in_reasoning"
+"""``model_results.caveat`` of a model whose answers came only in the reasoning channel (``content``
+empty or null, ``finish_reason`` stop): it works, but an app that reads ``content`` gets nothing."""
+
 
 class Verdict(StrEnum):
     """A model's outcome in one run."""
@@ -89,6 +93,10 @@ class ProbeResult:
     server_ttft_ms: float | None = None  # the server's own timing, where it reports one
     server_total_ms: float | None = None
     source: str | None = None  # the source kind that answered (a run never mixes sources)
+    answer_channel: str | None = None  # "content" | "reasoning": where the answer was read (graded)
+    limit_source: str | None = None  # a 429's metadata.limit_source (upstream_provider_shared_pool)
+    is_byok: bool | None = None  # a 429's metadata.is_byok
+    remedy_hint: str | None = None  # a 429's metadata.remedy_hint (OpenRouter's words, redacted)
 
     def as_row(self) -> dict[str, object]:
         row = asdict(self)
@@ -204,6 +212,10 @@ PROBES_SCHEMA: dict[str, pl.DataType] = {
     "server_ttft_ms": pl.Float64(),
     "server_total_ms": pl.Float64(),
     "source": pl.String(),
+    "answer_channel": pl.String(),
+    "limit_source": pl.String(),
+    "is_byok": pl.Boolean(),
+    "remedy_hint": pl.String(),
 }
 
 MODEL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
@@ -227,7 +239,8 @@ MODEL_RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "root_cause": pl.String(),  # Failure value of the dominant failure, or None
     "remedy": pl.String(),
     "evidence": pl.String(),  # status + OpenRouter's message of a representative failure
-    "suggestion": pl.String(),  # for not-listed candidates: closest catalog ids
+    "suggestion": pl.String(),  # closest catalog ids (candidates) or the paid slug (free variant ended)
+    "caveat": pl.String(),  # ANSWER_IN_REASONING, or None
 }
 
 ROTATION_SCHEMA: dict[str, pl.DataType] = {
@@ -248,6 +261,13 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "change": pl.String(),
     "detail": pl.String(),
 }
+
+ADDED_COLUMNS: dict[str, frozenset[str]] = {
+    "probes": frozenset({"source", "answer_channel", "limit_source", "is_byok", "remedy_hint"}),
+    "model_results": frozenset({"caveat"}),
+}
+"""Columns added after files of the first schema were written (DuckDB migration 2). A Parquet file
+without them (a run interrupted before an upgrade and resumed after it) reads them as nulls."""
 
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "runs": RUNS_SCHEMA,

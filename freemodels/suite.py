@@ -70,6 +70,23 @@ class TaskInstance:
             return False
         return _GRADERS[self.name](reply, self)
 
+    def grade_reasoning(self, reasoning: str | None) -> bool:
+        """True if an answer given only in the reasoning channel answers the task.
+
+        The reasoning text is graded as a reply: as a whole, else its last paragraph, else its last
+        non-empty line (a model that thinks aloud and then states the answer ends with it). Never
+        executes the text.
+        """
+        if reasoning is None or not reasoning.strip():
+            return False
+        text = reasoning.strip()
+        paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
+        candidates = dict.fromkeys(
+            [text, paragraphs[-1] if paragraphs else text, lines[-1] if lines else text]
+        )
+        return any(self.grade(candidate) for candidate in candidates)
+
 
 _SYSTEM = "You are a precise assistant. Follow the output format exactly and add nothing else."
 

@@ -10,9 +10,14 @@ Rules:
 * Verdict: ``working`` when every probe passed; ``degraded`` when some passed; ``failing`` when none
   did; ``untested_quota`` for models the plan left out; ``not_listed`` for candidate ids the catalog
   does not list.
+* Caveat: ``answer_in_reasoning`` when an answered probe of the model had its answer only in the
+  reasoning channel (content empty, finish reason ``stop``). Such answers are graded on the reasoning
+  text and count like any other (the model can be ``working``), but a client that reads ``content``
+  gets nothing from them.
 * Root cause: the most frequent failure class among the final attempts (ties: the order of
   :class:`~freemodels.failures.Failure`); the remedy comes from the taxonomy; the evidence is the HTTP
-  status and message of one probe of that class.
+  status and message of one probe of that class. For an ended free variant the suggestion is the
+  paid slug its message names; for a candidate the catalog does not list, the closest catalog ids.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import polars as pl
 from prefect import task
 
 from freemodels.candidates import CandidateOutcome, classify_unlisted
+from freemodels.classify import suggested_model_in
 from freemodels.failures import FAILURE_INFO, Failure
-from freemodels.records import MODEL_RESULTS_SCHEMA, Verdict
+from freemodels.records import ANSWER_IN_REASONING, MODEL_RESULTS_SCHEMA, Verdict
 
 PROBE_KEY = ["model_id", "task", "sample"]
 _FAILURE_ORDER = {f.value: i for i, f in enumerate(Failure)}
@@ -45,6 +51,13 @@ def _evidence(status: int | None, message: str | None, code: str | None) -> str:
     if message:
         text += f": {message[:300]}"
     return text
+
+
+def _suggestion(failure: str, message: str | None) -> str | None:
+    """The model a failure points to instead: the paid slug an ended free variant names."""
+    if failure != Failure.FREE_VARIANT_ENDED.value or not message:
+        return None
+    return suggested_model_in(message)
 
 
 def analyze(
@@ -80,13 +93,17 @@ def analyze(
                 .quantile(0.5, "linear")
                 .alias("p50_ttft_content_ms"),
                 (pl.col("reasoning_tokens").fill_null(0) > 0).any().alias("used_reasoning"),
+                (answered & (pl.col("answer_channel") == "reasoning"))
+                .fill_null(False)
+                .any()
+                .alias("in_reasoning"),
                 pl.col("task").filter(pl.col("passed")).unique().sort().str.join(",").alias("tasks_passed"),
                 pl.col("task").filter(~pl.col("passed")).unique().sort().str.join(",").alias("tasks_failed"),
             )
             .sort("model_id")
         )
         failures = finals.filter(pl.col("failure").is_not_null())
-        causes: dict[str, tuple[str, str]] = {}
+        causes: dict[str, tuple[str, str, str | None]] = {}
         if not failures.is_empty():
             counted = (
                 failures.group_by("model_id", "failure")
@@ -105,7 +122,7 @@ def analyze(
             for model_id, failure, status, message, code in counted.select(
                 "model_id", "failure", "http_status", "message", "error_code"
             ).iter_rows():
-                causes[model_id] = (failure, _evidence(status, message, code))
+                causes[model_id] = (failure, _evidence(status, message, code), _suggestion(failure, message))
 
         for rec in stats.iter_rows(named=True):
             model_id = rec["model_id"]
@@ -140,7 +157,8 @@ def analyze(
                     "root_cause": root,
                     "remedy": FAILURE_INFO[Failure(root)].remedy if root else None,
                     "evidence": cause[1] if cause else None,
-                    "suggestion": None,
+                    "suggestion": cause[2] if cause else None,
+                    "caveat": ANSWER_IN_REASONING if rec["in_reasoning"] else None,
                 }
             )
 

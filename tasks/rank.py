@@ -41,6 +41,11 @@ that, in order of preference,
 so that one family's or one provider's outage does not take out the whole chain. The primary is always
 the best candidate in quality order. A model whose provider is unknown never counts as a repeated
 provider. Chains hold at most ``max_length`` models (default 5).
+
+A working model whose answers came only in the reasoning channel (caveat ``answer_in_reasoning``:
+``content`` empty, the answer in ``reasoning``) is a candidate too, but every chain places it after all
+the models that answer in ``content``: a client that reads only ``content`` gets nothing from it, so it
+is a last resort, never the primary while another model works.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from dataclasses import dataclass
 import polars as pl
 from prefect import task
 
-from freemodels.records import MODEL_RESULTS_SCHEMA, ROTATION_SCHEMA, Verdict
+from freemodels.records import ANSWER_IN_REASONING, MODEL_RESULTS_SCHEMA, ROTATION_SCHEMA, Verdict
 from tasks.analyze_failures import final_attempts  # re-exported: rank and render count the same attempts
 
 ULTRA_FAST = "ultra-fast"
@@ -128,6 +133,7 @@ class Candidate:
     provider: str | None = None
     context_length: int | None = None
     json_capable: bool = False
+    answers_in_content: bool = True  # False: caveat answer_in_reasoning
 
     @property
     def tiered(self) -> bool:
@@ -161,18 +167,27 @@ def _next_pick(remaining: Sequence[Candidate], families: set[str], providers: se
 def diverse_chain(
     candidates: Iterable[Candidate], *, max_length: int = DEFAULT_CHAIN_LENGTH
 ) -> list[Candidate]:
-    """Pick an ordered chain from ``candidates`` preferring new families, then new providers."""
-    remaining = sorted(candidates, key=Candidate.quality_key)
+    """Pick an ordered chain from ``candidates`` preferring new families, then new providers.
+
+    Models that answer in ``content`` come first; those answering only in the reasoning channel
+    follow them (see the module docstring).
+    """
+    ordered = sorted(candidates, key=Candidate.quality_key)
     chain: list[Candidate] = []
     families: set[str] = set()
     providers: set[str] = set()
-    while remaining and len(chain) < max_length:
-        pick = _next_pick(remaining, families, providers)
-        remaining.remove(pick)
-        chain.append(pick)
-        families.add(pick.family)
-        if pick.provider is not None:
-            providers.add(pick.provider)
+    for group in (
+        [c for c in ordered if c.answers_in_content],
+        [c for c in ordered if not c.answers_in_content],
+    ):
+        remaining = group
+        while remaining and len(chain) < max_length:
+            pick = _next_pick(remaining, families, providers)
+            remaining.remove(pick)
+            chain.append(pick)
+            families.add(pick.family)
+            if pick.provider is not None:
+                providers.add(pick.provider)
     return chain
 
 
@@ -197,6 +212,7 @@ def candidates_from(
                 provider=(providers or {}).get(row["model_id"]),
                 context_length=context.get(row["model_id"]),
                 json_capable=JSON_TASK in passed,
+                answers_in_content=row.get("caveat") != ANSWER_IN_REASONING,
             )
         )
     return found

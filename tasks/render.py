@@ -38,6 +38,7 @@ from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
 from freemodels.records import (
+    ANSWER_IN_REASONING,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
     MODEL_RESULTS_SCHEMA,
@@ -366,13 +367,21 @@ def _catalog_info(catalog: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return {row["model_id"]: row for row in catalog.iter_rows(named=True)}
 
 
+CAVEAT_LABELS: dict[str, str] = {
+    ANSWER_IN_REASONING: "answer only in reasoning",
+}
+"""Short labels of ``model_results.caveat`` for the tables (project text, shown as written)."""
+
+
 def _model_row(result: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str, Any]:
     catalog_reasoning = bool(info and info.get("supports_reasoning"))
+    caveat = result.get("caveat")
     return {
         **result,
         "name": (info or {}).get("name"),
         "reasoning": bool(result.get("is_reasoning")) or catalog_reasoning,
         "context_length": (info or {}).get("context_length"),
+        "caveat_label": Markup(CAVEAT_LABELS[caveat]) if caveat in CAVEAT_LABELS else caveat,
     }
 
 
@@ -444,7 +453,8 @@ def _task_status(attempts: Sequence[Mapping[str, Any]]) -> str:
         return "—"
     passed = sum(1 for a in attempts if a["passed"])
     if passed == len(attempts):
-        return "pass"
+        in_reasoning = any(a.get("answer_channel") == "reasoning" for a in attempts)
+        return "pass (in reasoning)" if in_reasoning else "pass"
     if passed == 0:
         classes = sorted({a["failure"] for a in attempts if a["failure"]})
         return f"fail ({', '.join(classes)})" if classes else "fail"
@@ -522,7 +532,7 @@ def _matrix(
     tasks: Sequence[str],
 ) -> list[dict[str, Any]]:
     attempts: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in finals.select("model_id", "task", "passed", "failure").iter_rows(named=True):
+    for row in finals.select("model_id", "task", "passed", "failure", "answer_channel").iter_rows(named=True):
         attempts.setdefault((row["model_id"], row["task"]), []).append(row)
     free = catalog.filter(pl.col("is_free") & ~pl.col("is_router").fill_null(False))
     families: dict[str, list[dict[str, Any]]] = {}
@@ -542,6 +552,7 @@ def _matrix(
                 "p50_total_ms": result.get("p50_total_ms"),
                 "verdict": result.get("verdict") or "not tested",
                 "tier": result.get("tier"),
+                "caveat_label": result.get("caveat_label"),
             }
         )
     return [{"family": f, "models": m} for f, m in sorted(families.items())]
@@ -638,6 +649,10 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         if r["root_cause"] == Failure.WRONG_MODEL_ID.value or r["verdict"] == Verdict.NOT_LISTED.value
     ]
     wrong_ids.sort(key=lambda r: r["model_id"])
+    in_reasoning = sorted(
+        (r for r in rows if r.get("caveat") == ANSWER_IN_REASONING and r["verdict"] in TESTED_VERDICTS),
+        key=lambda r: r["model_id"],
+    )
     return {
         "run": {
             "run_id": run["run_id"],
@@ -682,6 +697,7 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         "failures_seen": [f for f in failures if f["models"]],
         "failed_total": failed_total,
         "wrong_ids": wrong_ids,
+        "in_reasoning": in_reasoning,
         "tasks": tasks,
         "matrix": _matrix(data.catalog, finals, by_id, tasks),
         "history": history,

@@ -160,7 +160,9 @@ CREATE TABLE changes (
 """
 
 # Version 2: the run lifecycle (why a run failed, the steps done, models the quota left untested;
-# "partial" became "completed" with untested models) and the source that answered each probe.
+# "partial" became "completed" with untested models); the source that answered each probe; where a
+# probe's answer was read (content or the reasoning channel), the metadata of an upstream 429
+# (limit_source, is_byok, remedy_hint), and a model's caveat (answers only in the reasoning channel).
 _V2 = """
 ALTER TABLE runs ADD COLUMN status_reason VARCHAR;
 ALTER TABLE runs ADD COLUMN steps_done VARCHAR;
@@ -172,6 +174,11 @@ UPDATE runs SET untested_models = (
 UPDATE runs SET status = 'completed' WHERE status = 'partial';
 ALTER TABLE probes ADD COLUMN source VARCHAR;
 UPDATE probes SET source = (SELECT r.source FROM runs r WHERE r.run_id = probes.run_id);
+ALTER TABLE probes ADD COLUMN answer_channel VARCHAR;
+ALTER TABLE probes ADD COLUMN limit_source VARCHAR;
+ALTER TABLE probes ADD COLUMN is_byok BOOLEAN;
+ALTER TABLE probes ADD COLUMN remedy_hint VARCHAR;
+ALTER TABLE model_results ADD COLUMN caveat VARCHAR;
 """
 
 # (version, SQL) in order. Never edit a released migration: append a new one and bump SCHEMA_VERSION.

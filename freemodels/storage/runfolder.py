@@ -42,7 +42,14 @@ import polars as pl
 
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, Failure
-from freemodels.records import PROBES_SCHEMA, ProbeResult, RunInfo, empty_frame, probes_frame
+from freemodels.records import (
+    ADDED_COLUMNS,
+    PROBES_SCHEMA,
+    ProbeResult,
+    RunInfo,
+    empty_frame,
+    probes_frame,
+)
 
 RUN_INFO_FILE = "run.json"
 CANDIDATES_FILE = "candidates.json"
@@ -61,8 +68,6 @@ TABLE_FILES: dict[str, str] = {
 _LEGACY_STATUSES = {"partial": "completed"}
 
 ProbeKey = tuple[str, str, int]  # (model_id, task, sample)
-# Probe columns added after the first release: checkpoints of an older run read them as null.
-_LATER_PROBE_COLUMNS = frozenset({"source"})
 PROBE_KEY_COLUMNS = ("model_id", "task", "sample")
 ATTEMPT_KEY_COLUMNS = (*PROBE_KEY_COLUMNS, "attempt")
 
@@ -178,25 +183,21 @@ def _link_new(tmp: Path, path: Path) -> None:
         tmp.replace(path)
 
 
-def conform(
-    frame: pl.DataFrame,
-    schema: dict[str, pl.DataType],
-    *,
-    origin: str,
-    optional: frozenset[str] = frozenset(),
-) -> pl.DataFrame:
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], *, origin: str) -> pl.DataFrame:
     """``frame`` with exactly the columns of ``schema``, in order and cast to its types.
 
-    Columns named in ``optional`` may be absent (files written before they existed): they are null.
+    Columns added to a schema later (:data:`~freemodels.records.ADDED_COLUMNS`) read as nulls from
+    files written before them; any other missing column is an error.
     """
-    absent = [name for name in optional if name in schema and name not in frame.columns]
-    if absent:
-        frame = frame.with_columns(pl.lit(None, schema[name]).alias(name) for name in absent)
-    missing = [name for name in schema if name not in frame.columns]
+    added = frozenset().union(*ADDED_COLUMNS.values())
+    missing = [name for name in schema if name not in frame.columns and name not in added]
     if missing:
         raise StorageError(f"{origin}: missing column(s) {', '.join(missing)}")
     try:
-        return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+        return frame.select(
+            (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in schema.items()
+        )
     except pl.exceptions.PolarsError as exc:
         raise StorageError(f"{origin}: a column has the wrong type: {exc}") from exc
 
@@ -211,19 +212,14 @@ def write_table(path: Path | str, df: pl.DataFrame, *, schema: dict[str, pl.Data
     return _atomic_write(target, frame.write_parquet)
 
 
-def read_table(
-    path: Path | str,
-    schema: dict[str, pl.DataType] | None = None,
-    *,
-    optional: frozenset[str] = frozenset(),
-) -> pl.DataFrame:
+def read_table(path: Path | str, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read one Parquet file (optionally conformed to ``schema``); unreadable -> StorageError."""
     source = Path(path)
     try:
         frame = pl.read_parquet(source)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise StorageError(f"cannot read {source}: {exc}") from exc
-    return frame if schema is None else conform(frame, schema, origin=str(source), optional=optional)
+    return frame if schema is None else conform(frame, schema, origin=str(source))
 
 
 # --- run.json ------------------------------------------------------------------------------------
@@ -402,7 +398,7 @@ def read_probe_checkpoints(run_dir: Path | str) -> pl.DataFrame:
     parts = _part_seqs(Path(run_dir) / CHECKPOINT_DIR)
     if not parts:
         return empty_frame(PROBES_SCHEMA)
-    frames = [read_table(path, PROBES_SCHEMA, optional=_LATER_PROBE_COLUMNS) for _, path in parts]
+    frames = [read_table(path, PROBES_SCHEMA) for _, path in parts]
     return pl.concat(frames, how="vertical").unique(
         subset=list(ATTEMPT_KEY_COLUMNS), keep="last", maintain_order=True
     )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import polars as pl
 
 from freemodels.failures import FAILURE_INFO, Failure
-from freemodels.records import MODEL_RESULTS_SCHEMA, ProbeResult, probes_frame
+from freemodels.records import ANSWER_IN_REASONING, MODEL_RESULTS_SCHEMA, ProbeResult, probes_frame
 from tasks.analyze_failures import CandidateOutcome, analyze, final_attempts
 
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
@@ -137,3 +138,44 @@ def test_reasoning_flag_from_usage() -> None:
     rows = [probe("r-1", "arithmetic", reasoning_tokens=120)]
     out = analyze(probes_frame(rows), free_frame(["r-1"]), run_id="r1")
     assert out.row(0, named=True)["is_reasoning"] is True
+
+
+def test_answers_in_the_reasoning_channel_work_with_a_caveat() -> None:
+    def reasoning_answer(task: str) -> ProbeResult:
+        return replace(
+            probe("r-think", task, total=900, ttft=100), ttft_content_ms=None, answer_channel="reasoning"
+        )
+
+    rows = [reasoning_answer("arithmetic"), reasoning_answer("json_object"), probe("c-plain", "arithmetic")]
+    out = analyze(probes_frame(rows), free_frame(["r-think", "c-plain"]), run_id="r1")
+    by = {r["model_id"]: r for r in out.iter_rows(named=True)}
+    assert by["r-think"]["verdict"] == "working" and by["r-think"]["n_ok"] == 2
+    assert by["r-think"]["caveat"] == ANSWER_IN_REASONING
+    assert by["r-think"]["p50_total_ms"] == 900 and by["r-think"]["root_cause"] is None
+    assert by["c-plain"]["caveat"] is None
+
+
+def test_the_paid_slug_of_an_ended_free_variant_is_the_suggestion() -> None:
+    message = (
+        "This model is unavailable for free. The paid version is available now - use this slug instead: "
+        "openai/gpt-oss-20b"
+    )
+    rows = [
+        probe(
+            "o-gpt", "arithmetic", failure=Failure.FREE_VARIANT_ENDED, status=404, message=message, total=None
+        ),
+        probe(
+            "n-gone",
+            "arithmetic",
+            failure=Failure.NO_ENDPOINTS,
+            status=404,
+            message="No endpoints found for x.",
+            total=None,
+        ),
+    ]
+    out = analyze(probes_frame(rows), free_frame(["o-gpt", "n-gone"]), run_id="r1")
+    by = {r["model_id"]: r for r in out.iter_rows(named=True)}
+    assert by["o-gpt"]["root_cause"] == Failure.FREE_VARIANT_ENDED.value
+    assert by["o-gpt"]["suggestion"] == "openai/gpt-oss-20b"
+    assert by["o-gpt"]["remedy"] == FAILURE_INFO[Failure.FREE_VARIANT_ENDED].remedy
+    assert by["n-gone"]["suggestion"] is None

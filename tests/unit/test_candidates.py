@@ -10,6 +10,7 @@ from freemodels.candidates import (
     CatalogIndex,
     classify_candidate,
     is_well_formed,
+    paid_slug_of,
     read_candidates,
     suggest_ids,
 )
@@ -193,3 +194,26 @@ def test_read_candidates_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00a")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         read_candidates(binary)
+
+
+def test_a_free_id_listed_only_as_its_paid_slug_has_no_free_variant() -> None:
+    assert classify_candidate("anthropic/claude-3-opus:free", CATALOG) == (
+        Failure.FREE_VARIANT_ENDED,
+        ["anthropic/claude-3-opus"],
+    )
+    assert paid_slug_of("openai/gpt-5:free", CATALOG) == "openai/gpt-5"
+    assert paid_slug_of("OpenAI/GPT-5:free", CATALOG) == "openai/gpt-5"
+    # a listed free variant, a non-free candidate or an unknown model: not this rule
+    assert paid_slug_of("google/gemma-3-27b-it:free", CATALOG) is None
+    assert paid_slug_of("openai/gpt-5:nitro", CATALOG) is None
+    assert paid_slug_of("acme/unknown:free", CATALOG) is None
+
+
+def test_paid_only_candidate_on_a_real_november_2025_catalog() -> None:
+    # The 2025-11-11 catalog lists minimax/minimax-m2 but no ':free' variant of it.
+    ids = _real_catalog("RemoteViewerchallenge__domoreai__openrouter_models")
+    assert "minimax/minimax-m2" in ids and "minimax/minimax-m2:free" not in ids
+    assert classify_candidate("minimax/minimax-m2:free", ids) == (
+        Failure.FREE_VARIANT_ENDED,
+        ["minimax/minimax-m2"],
+    )

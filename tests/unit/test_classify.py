@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from freemodels.classify import (
     ErrorEnvelope,
+    answer_channel,
     classify,
     error_code,
     is_retryable,
@@ -365,7 +366,12 @@ def test_deadline_wins_over_everything() -> None:
         ({"content": "", "finish_reason": "stop"}, Failure.EMPTY_REPLY),
         ({"content": None, "finish_reason": "stop"}, Failure.EMPTY_REPLY),
         ({"content": " \n ", "finish_reason": "stop"}, Failure.EMPTY_REPLY),
-        ({"content": "", "reasoning": "hmm", "finish_reason": "stop"}, Failure.EMPTY_REPLY),
+        # The answer in the reasoning channel: graded there, never an empty reply.
+        ({"content": "", "reasoning": "hmm", "finish_reason": "stop"}, None),
+        ({"content": None, "reasoning": "7", "finish_reason": "stop", "passed": True}, None),
+        ({"content": "", "reasoning": "7", "finish_reason": None, "passed": True}, None),
+        ({"content": "", "reasoning": "hmm", "finish_reason": "stop", "passed": False}, Failure.WRONG_ANSWER),
+        ({"content": "", "reasoning": "hmm", "finish_reason": "tool_calls"}, Failure.EMPTY_REPLY),
         ({"content": "", "reasoning": "hmm", "finish_reason": "length"}, Failure.REASONING_EXHAUSTED),
         ({"content": "", "finish_reason": "length"}, Failure.REASONING_EXHAUSTED),
         ({"content": "", "finish_reason": "content_filter"}, Failure.MODERATION),
@@ -447,7 +453,8 @@ def test_classify_is_total(
     if result is None:  # only a clean, non-empty, not-rejected 2xx answer is a success
         assert not deadline_hit and envelope is None and exception is None
         assert status is not None and 200 <= status < 300
-        assert (content or "").strip() and passed is not False and finish_reason != "error"
+        assert answer_channel(content, reasoning, finish_reason) is not None
+        assert passed is not False and finish_reason != "error"
     else:
         assert result in FAILURE_INFO
         assert isinstance(is_retryable(result, envelope), bool)
@@ -475,8 +482,10 @@ def test_retry_hint_order() -> None:
     )
     assert retry_hint_s({}, env(code=429, message="x"), now_s=now) is None
     assert retry_hint_s(None, None, now_s=now) is None
+    # A reset already in the past is no hint: "retry now" three times over would waste the quota.
     past = env(code=429, message="x", metadata={"headers": {"X-RateLimit-Reset": "1000"}})
-    assert retry_hint_s({}, past, now_s=now) == 0.0
+    assert retry_hint_s({}, past, now_s=now) is None
+    assert retry_hint_s({"X-RateLimit-Reset": str(int(now * 1000))}, None, now_s=now) is None
     assert retry_hint_s({"Retry-After": "soon"}, both, now_s=now) == 7.0  # unreadable header skipped
 
 

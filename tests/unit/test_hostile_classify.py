@@ -119,6 +119,7 @@ EXCEPTION = st.none() | st.sampled_from(
         Exception("?"),
     ]
 )
+_NOT_AN_ANSWER = ("length", "content_filter", "error", "tool_calls")
 FINISH = st.none() | st.sampled_from(["stop", "length", "error", "content_filter", "tool_calls", ""]) | TEXT
 
 
@@ -202,10 +203,12 @@ def test_every_outcome_has_exactly_one_class(
     assert failure is None or failure in FAILURE_INFO
     assert classify(**args) is failure  # type: ignore[arg-type]  # a function of its input only
     if failure is None:
-        # A success needs a 2xx answer with text, no error object, no exception and no deadline.
+        # A success needs a 2xx answer with text (content, or an answer in the reasoning channel),
+        # no error object, no exception and no deadline.
         assert status is not None and 200 <= status < 300
         assert env is None and exception is None and not deadline_hit
-        assert (content or "").strip() and passed is not False and finish != "error"
+        assert (content or "").strip() or ((reasoning or "").strip() and finish not in _NOT_AN_ANSWER)
+        assert passed is not False and finish != "error"
     if env is not None and (status is None or 200 <= status < 300):
         assert failure is not None  # an error object inside a 2xx answer is never a success
     if status is not None and 300 <= status <= 599:

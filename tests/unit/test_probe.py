@@ -293,6 +293,64 @@ def test_reasoning_exhausted_when_length_without_content() -> None:
     assert result.reply_excerpt.startswith("[reasoning only]")
 
 
+def test_answer_in_the_reasoning_channel_is_graded_there_and_timed_to_its_last_token() -> None:
+    schedule = [
+        (0.00, chunk("")),
+        (0.10, chunk(reasoning="The user wants the sum.\n\n")),
+        (0.25, chunk(reasoning=ARITH.expected)),
+        (0.30, chunk(finish="stop")),
+        (0.35, USAGE + DONE),
+    ]
+    result = run(attempt(staged(schedule))).result
+    assert result.failure is None and result.passed
+    assert result.answer_channel == "reasoning"
+    assert result.ttft_any_ms == pytest.approx(100, abs=30)
+    assert result.ttft_content_ms is None
+    assert result.total_ms == pytest.approx(250, abs=30)
+    assert result.reply_excerpt.startswith("[reasoning only]")
+    assert "reasoning channel" in (result.message or "")
+
+
+def test_wrong_answer_in_the_reasoning_channel() -> None:
+    events = [chunk(reasoning="Let me think. It is 12."), chunk(finish="stop"), DONE]
+    result = run(attempt(lambda r: sse_response(events))).result
+    assert result.failure is Failure.WRONG_ANSWER and result.answer_channel == "reasoning"
+
+
+def test_reasoning_answer_with_null_content_in_a_json_body() -> None:
+    completion = {
+        "id": "gen-2",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "reasoning": ARITH.expected},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    result = run(attempt(lambda r: httpx.Response(200, json=completion))).result
+    assert result.failure is None and result.answer_channel == "reasoning" and result.total_ms is not None
+
+
+def test_content_answers_record_the_content_channel() -> None:
+    result = run(attempt(lambda r: sse_response([chunk(ARITH.expected, finish="stop"), DONE]))).result
+    assert result.answer_channel == "content"
+    failed = run(attempt(lambda r: httpx.Response(503, json={"error": {"code": 503, "message": "x"}}))).result
+    assert failed.answer_channel is None
+
+
+def test_shared_pool_429_metadata_is_recorded() -> None:
+    from tests.live_bodies import live_case
+
+    body = live_case("upstream shared-pool 429").body
+    result = run(attempt(lambda r: httpx.Response(429, json=body))).result
+    assert result.failure is Failure.RATE_LIMIT_UPSTREAM
+    assert result.limit_source == "upstream_provider_shared_pool"
+    assert result.is_byok is False
+    assert result.remedy_hint is not None and result.remedy_hint.startswith("Retry shortly")
+    assert result.error_code == "upstream_provider_shared_pool"
+
+
 def test_empty_reply() -> None:
     result = run(attempt(lambda r: sse_response([chunk(""), chunk(finish="stop"), DONE]))).result
     assert result.failure is Failure.EMPTY_REPLY and result.ttft_any_ms is None

@@ -178,6 +178,20 @@ def test_fallbacks_prefer_another_provider_among_new_families() -> None:
     ]
 
 
+def test_answers_only_in_reasoning_come_after_every_content_answer() -> None:
+    frame = assign_tiers(
+        results(
+            result("think-1", family="think", p50_total_ms=300.0, caveat="answer_in_reasoning"),
+            result("a-1", family="a", p50_total_ms=3000.0),
+            result("a-2", family="a", p50_total_ms=3500.0),
+        ),
+        min_samples=3,
+    )
+    assert tiers_of(frame)["think-1"] == ULTRA_FAST  # still working and tiered on its speed
+    rotation = build_rotation(frame, catalog("think-1", "a-1", "a-2"), run_id="r")
+    assert chain(rotation, GENERAL) == ["a-1", "a-2", "think-1"]
+
+
 def test_purposes_select_their_candidates() -> None:
     frame = assign_tiers(
         results(
@@ -228,6 +242,7 @@ candidate_lists = st.lists(
         success_rate=st.sampled_from([0.5, 0.67, 1.0]),
         p50_total_ms=st.one_of(st.none(), st.floats(10, 60_000)),
         provider=st.one_of(st.none(), st.sampled_from(["p1", "p2", "p3"])),
+        answers_in_content=st.booleans(),
     ),
     max_size=12,
     unique_by=lambda c: c.model_id,
@@ -240,12 +255,17 @@ def test_chain_properties(candidates: list[Candidate], max_length: int) -> None:
     picked = diverse_chain(candidates, max_length=max_length)
     assert len(picked) == min(len(candidates), max_length)
     assert len({c.model_id for c in picked}) == len(picked)
+    in_content = [c for c in candidates if c.answers_in_content]
     if candidates:
-        assert picked[0] == min(candidates, key=Candidate.quality_key)
-    # As long as unused families remain, each next pick brings a new family.
-    families = {c.family for c in candidates}
-    expected_distinct = min(len(families), len(picked))
-    assert len({c.family for c in picked[:expected_distinct]}) == expected_distinct
+        assert picked[0] == min(in_content or candidates, key=Candidate.quality_key)
+    # Models answering only in the reasoning channel come after every model answering in content.
+    kinds = [c.answers_in_content for c in picked]
+    assert kinds == sorted(kinds, reverse=True)
+    # As long as unused families remain, each next pick brings a new family (within each group).
+    picked_content = [c for c in picked if c.answers_in_content]
+    families = {c.family for c in in_content}
+    expected_distinct = min(len(families), len(picked_content))
+    assert len({c.family for c in picked_content[:expected_distinct]}) == expected_distinct
     # The same input in another order gives the same chain.
     assert diverse_chain(list(reversed(candidates)), max_length=max_length) == picked
 

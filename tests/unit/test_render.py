@@ -60,7 +60,10 @@ from tests.unit.test_render_state import (
     fixed_report_data,
     fixed_state,
     report_data_from,
+    state_counts,
 )
+
+COUNTS = state_counts()
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "render"
 UPDATE = os.environ.get("UPDATE_SNAPSHOTS") == "1"
@@ -189,13 +192,13 @@ def test_final_report_tiers_every_working_model_with_statistics(
         "16.80 s",
         "100 % (3/3)",
         "3",
-        "reasoning |",
+        "reasoning (answer only in reasoning) |",
     ]
 
 
 def test_headline_numbers_and_change(documents: dict[str, str]) -> None:
     summary = documents[EXECUTIVE_SUMMARY]
-    assert "| Free models | 26 |" in summary
+    assert f"| Free models | {COUNTS['n_free']} |" in summary
     assert "| Working | 6 (+ 1 degraded) |" in summary
     assert "`meta-llama/llama-3.2-3b-instruct:free`: P50 0.90 s" in summary
     assert "| Change since the previous run (2026-10-01) | free +1, working −2 |" in summary
@@ -403,7 +406,7 @@ def test_hostile_strings_survive_the_exports_and_charts(hostile_pair) -> None:
 
 def test_summary_markdown_has_no_relative_links() -> None:
     text = summary_markdown(fixed_report_data())
-    assert "| Free models | 26 |" in text
+    assert f"| Free models | {COUNTS['n_free']} |" in text
     assert "- `rotation.json`: merge" in text and "- `litellm-router.yaml`: load it" in text
     assert ".md)" not in text and ".svg)" not in text and ".json)" not in text
 
@@ -552,11 +555,10 @@ def test_load_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
         assert history.schema == pl.Schema(HISTORY_SCHEMA)
         assert history.get_column("run_id").to_list() == [OLD_RUN_ID, PREV_RUN_ID, RUN_ID, "other"]
         current = history.filter(pl.col("run_id") == RUN_ID).row(0, named=True)
-        assert (current["n_catalog"], current["n_free"], current["n_working"]) == (29, 26, 6)
-        assert current["n_tested"] == 25
+        assert current == {**current, **COUNTS} and COUNTS["n_working"] == 6
         assert history.filter(pl.col("run_id") == OLD_RUN_ID)["n_catalog"].item() == 0
         # The documents render from what was loaded.
-        assert "| Free models | 26 |" in render_documents(loaded)[EXECUTIVE_SUMMARY]
+        assert f"| Free models | {COUNTS['n_free']} |" in render_documents(loaded)[EXECUTIVE_SUMMARY]
 
         written = render_and_write(con, RUN_ID, tmp_path / "docs")
         names = {p.relative_to((tmp_path / "docs").resolve()).as_posix() for p in written}
@@ -669,3 +671,13 @@ def test_reports_are_written_with_the_users_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert written and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in written)
+
+
+def test_answers_in_the_reasoning_channel_are_working_with_a_caveat(documents: dict[str, str]) -> None:
+    matrix = documents[CAPABILITY_MATRIX]
+    row = next(line for line in matrix.splitlines() if line.startswith("| `deepseek/deepseek-r1:free`"))
+    assert row.count("pass (in reasoning)") == 3
+    assert "working (slow), answer only in reasoning" in row
+    report = _sections(documents[FINAL_REPORT], "## ")["Answers only in the reasoning channel"]
+    assert "`deepseek/deepseek-r1:free` | working | slow" in report
+    assert "empty reply" not in row.lower()

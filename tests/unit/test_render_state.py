@@ -1,6 +1,7 @@
 """A fixed report state for the rendering tests, and checks that it covers what the reports must show.
 
-The state has working models in every tier, a reasoning model, a model with too few samples, a degraded
+The state has working models in every tier, a reasoning model that answers only in the reasoning
+channel, a model with too few samples, a degraded
 model, a model left untested by the quota, a wrong candidate id, failing models covering every
 :class:`~freemodels.failures.Failure` class, changes of every known kind and a three-run history.
 Other test modules build on :func:`fixed_report_data`.
@@ -17,6 +18,7 @@ import polars as pl
 from freemodels.changes import CHANGE_KINDS
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import (
+    ANSWER_IN_REASONING,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
     MODEL_RESULTS_SCHEMA,
@@ -50,6 +52,7 @@ WORKING: dict[str, tuple[str, float, str, bool]] = {
 TOO_FEW_ID = "qwen/qwen3-8b:free"
 DEGRADED_ID = "nousresearch/hermes-3-llama-3.1-405b:free"
 UNTESTED_ID = "moonshotai/kimi-k2:free"
+REASONING_CHANNEL_ID = "deepseek/deepseek-r1:free"  # answers only in the reasoning channel
 WRONG_ID = "meta-llama/llama-3.3-70b:free"
 WRONG_SUGGESTION = "meta-llama/llama-3.3-70b-instruct:free"
 
@@ -66,6 +69,8 @@ _STATUS: dict[Failure, int | None] = {
     Failure.NO_ENDPOINTS: 404,
     Failure.FREE_VARIANT_ENDED: 404,
     Failure.PRIVACY_EXCLUDED: 404,
+    Failure.PROVIDER_RESTRICTED: 404,
+    Failure.APP_RESTRICTED: 403,
     Failure.CAPABILITY_UNSUPPORTED: 404,
     Failure.CONTEXT_LIMIT: 400,
     Failure.BAD_REQUEST: 422,
@@ -134,6 +139,7 @@ def _probe(
     provider: str | None = None,
     message: str | None = None,
     reply: str | None = "ok",
+    answer_channel: str | None = "content",
 ) -> dict[str, Any]:
     status = 200 if failure is None else _STATUS[failure]
     return {
@@ -163,6 +169,10 @@ def _probe(
         "reply_excerpt": reply if failure is None else None,
         "server_ttft_ms": None,
         "server_total_ms": None,
+        "answer_channel": answer_channel if failure in (None, Failure.WRONG_ANSWER) else None,
+        "limit_source": None,
+        "is_byok": None,
+        "remedy_hint": None,
     }
 
 
@@ -215,8 +225,11 @@ def fixed_state(
                 context_length=163_840 if reasoning else (32_768 if "mistral" in family else 131_072),
             )
         )
+        channel = "reasoning" if model_id == REASONING_CHANNEL_ID else "content"
         for task in TASKS:
-            probes.append(_probe(mid(model_id), family, task, total_ms=p50, provider=provider))
+            probes.append(
+                _probe(mid(model_id), family, task, total_ms=p50, provider=provider, answer_channel=channel)
+            )
         results.append(
             _result(
                 mid(model_id),
@@ -233,6 +246,7 @@ def fixed_state(
                 is_reasoning=reasoning,
                 tasks_passed=",".join(TASKS),
                 tasks_failed="",
+                caveat=ANSWER_IN_REASONING if channel == "reasoning" else None,
             )
         )
     # A retried probe: the first attempt failed, the final one passed, so it counts as passed.
@@ -387,6 +401,9 @@ def fixed_state(
             ("removed", "mistralai/mistral-7b-instruct:free", None),
         )
     ]
+    free = [r for r in catalog if r["is_free"] and not r["is_router"]]
+    tested = [r for r in results if r["verdict"] in ("working", "degraded", "failing")]
+    # Earlier runs had one and two free models fewer (whatever the number of failure classes).
     history = [
         {
             "run_id": OLD_RUN_ID,
@@ -394,7 +411,7 @@ def fixed_state(
             "source": source,
             "status": "completed",
             "n_catalog": 320,
-            "n_free": 24,
+            "n_free": len(free) - 2,
             "n_tested": 24,
             "n_working": 9,
         },
@@ -404,13 +421,11 @@ def fixed_state(
             "source": source,
             "status": "completed",
             "n_catalog": 322,
-            "n_free": 25,
+            "n_free": len(free) - 1,
             "n_tested": 20,
             "n_working": 8,
         },
     ]
-    free = [r for r in catalog if r["is_free"] and not r["is_router"]]
-    tested = [r for r in results if r["verdict"] in ("working", "degraded", "failing")]
     history.append(
         {
             "run_id": RUN_ID,
@@ -458,6 +473,12 @@ def fixed_state(
         "history": history,
         "previous": previous,
     }
+
+
+def state_counts() -> dict[str, int]:
+    """The current run's counts in the fixed state (its history row): catalog, free, tested, working."""
+    row = fixed_state()["history"][-1]
+    return {k: row[k] for k in ("n_catalog", "n_free", "n_tested", "n_working")}
 
 
 def report_data_from(state: dict[str, Any]) -> ReportData:

@@ -171,6 +171,26 @@ def test_a_failing_migration_rolls_back_and_names_its_version(
         assert "half_done" not in tables
 
 
+def test_a_version_1_database_gains_the_probe_and_result_columns_of_migration_2(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "migrations", store_db.migrations[:1])
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 1)
+    with storage.connect(db_path) as con:
+        con.execute(
+            "INSERT INTO probes (run_id, model_id, task, sample, attempt) VALUES ('r', 'm', 't', 0, 1)"
+        )
+    monkeypatch.undo()
+    with storage.connect(db_path) as con:
+        assert storage.applied_versions(con) == [1, 2]
+        probe_columns = [name for name, *_ in con.execute("DESCRIBE probes").fetchall()]
+        assert probe_columns[-4:] == ["answer_channel", "limit_source", "is_byok", "remedy_hint"]
+        assert [name for name, *_ in con.execute("DESCRIBE model_results").fetchall()][-1] == "caveat"
+        assert con.execute("SELECT model_id, answer_channel, is_byok FROM probes").fetchall() == [
+            ("m", None, None)
+        ]
+
+
 def test_a_database_from_a_newer_program_is_refused(db_path: Path) -> None:
     with storage.connect(db_path) as con:
         con.execute("INSERT INTO schema_version VALUES (99, now())")

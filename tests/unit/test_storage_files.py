@@ -24,7 +24,15 @@ from polars.testing import assert_frame_equal
 from freemodels import storage
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import Failure
-from freemodels.records import PROBES_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep, probes_frame
+from freemodels.records import (
+    ADDED_COLUMNS,
+    PROBES_SCHEMA,
+    ProbeResult,
+    RunInfo,
+    RunStatus,
+    RunStep,
+    probes_frame,
+)
 
 T0 = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -487,3 +495,17 @@ def test_candidates_are_kept_with_the_run(tmp_path: Path) -> None:
     (folder / storage.CANDIDATES_FILE).write_text('{"not": "a list"}')
     with pytest.raises(StorageError, match="expected a JSON list"):
         storage.read_candidates_of(folder)
+
+
+def test_a_checkpoint_written_before_the_added_columns_reads_them_as_nulls(tmp_path: Path) -> None:
+    old_schema = {k: v for k, v in PROBES_SCHEMA.items() if k not in ADDED_COLUMNS["probes"]}
+    keys = {"run_id": "r", "model_id": "m", "task": "t", "sample": 0, "attempt": 1}
+    frame = pl.DataFrame([{name: keys.get(name) for name in old_schema}], schema=old_schema)
+    path = tmp_path / "old.parquet"
+    frame.write_parquet(path)
+    read = storage.read_table(path, PROBES_SCHEMA)
+    assert read.columns == list(PROBES_SCHEMA)
+    assert read.row(0, named=True)["answer_channel"] is None
+    assert read.row(0, named=True)["model_id"] == "m"
+    with pytest.raises(StorageError, match="missing column"):
+        storage.read_table(path, {**PROBES_SCHEMA, "not_added_later": pl.String()})
