@@ -15,6 +15,18 @@ retry can help (:data:`~freemodels.failures.FAILURE_INFO`) and the server did no
 jitter. An account per-minute 429 pauses the limiter for every probe; an account per-day 429 (or the
 end of the daily budget) stops the plan, and the probes never sent come back as ``unsent``.
 
+A provider's shared pool of free capacity can refuse concurrent requests (an upstream 429 whose
+``metadata.limit_source`` is ``upstream_provider_shared_pool``) while serial ones pass, and clears
+after a while (about two minutes in one survey). After such a refusal the provider's requests go
+through :class:`ProviderPools`: none before the pool clears (``Retry-After`` if the answer gives one,
+else ``settings.shared_pool_clear_s``), then one at a time for the rest of the run; the refused
+attempt is retried once the pool has cleared, not at once. Which provider serves a model is learnt
+from its answers (the ``provider`` of a chunk, the ``provider_name`` of an error).
+
+Every attempt counts against the daily budget, whatever it ends in: the limiter counts starts, and
+retries and failed attempts are starts like any other (OpenRouter: "failed attempts still count
+toward your daily quota").
+
 Attempts line up in the limiter's ``admission`` queue and take a concurrency slot and a start time
 one at a time, in plan order, retries behind the first attempts still waiting. The exception is a
 retry after a timeout: its attempts are the longest of the run, and queued behind the rest of the plan
@@ -38,6 +50,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from freemodels.classify import SHARED_POOL
 from freemodels.failures import Failure
 from freemodels.probe import AttemptOutcome, probe_attempt
 from freemodels.records import ProbeResult, ProbeSpec
@@ -48,6 +61,66 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MARGIN_S = 1.0
 """Extra seconds per R starts: covers the spread between a request leaving and arriving (+1.7 %)."""
+
+
+class ProviderPools:
+    """Providers whose shared free pool refused a request: no start before it clears, then one at a time.
+
+    ``learn`` records which provider served a model; ``refuse`` marks a provider's pool refused
+    until ``clear_s`` seconds from now; ``slot(model_id)`` is held around each attempt to that
+    model: for a refused provider it waits until the pool has cleared and lets one attempt in at a
+    time, for any other model it returns at once. ``clock`` and ``sleep`` can be replaced to test
+    with virtual time. One event loop only.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._provider_of: dict[str, str] = {}
+        self._clear_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def learn(self, model_id: str, provider: str | None) -> None:
+        """``provider`` served ``model_id`` (ignored when None or empty)."""
+        if provider:
+            self._provider_of[model_id] = provider
+
+    def key_of(self, model_id: str) -> str:
+        """The pool a model's requests go to: its provider if known, else the model itself."""
+        return self._provider_of.get(model_id) or f"model:{model_id}"
+
+    def refuse(self, key: str, clear_s: float) -> None:
+        """The pool ``key`` refused a request: nothing before ``clear_s`` from now, then one at a time."""
+        clear_at = self._clock() + max(0.0, clear_s)
+        self._clear_at[key] = max(self._clear_at.get(key, -math.inf), clear_at)
+        self._locks.setdefault(key, asyncio.Lock())
+
+    @property
+    def refused(self) -> frozenset[str]:
+        """The pools that refused a request in this run (each is now served one request at a time)."""
+        return frozenset(self._locks)
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until the pool ``key`` clears (0 when it has, or never refused)."""
+        return max(0.0, self._clear_at.get(key, -math.inf) - self._clock())
+
+    @asynccontextmanager
+    async def slot(self, model_id: str) -> AsyncIterator[None]:
+        """Hold around one attempt to ``model_id`` (see the class docstring)."""
+        key = self.key_of(model_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            yield
+            return
+        async with lock:
+            while (wait := self.wait_s(key)) > 0:
+                await self._sleep(wait)
+            yield
 
 
 class RateLimiter:
@@ -86,6 +159,8 @@ class RateLimiter:
         self._day_exhausted = False
         self.admission = asyncio.Lock()
         """Attempts of every plan that shares this limiter line up here, in order."""
+        self.pools = ProviderPools(clock=clock, sleep=sleep)
+        """Providers whose shared pool refused a request, shared by every plan of the account."""
 
     @property
     def used(self) -> int:
@@ -243,13 +318,15 @@ async def run_plan(
         finally:
             sem.release()
 
+    pools = limiter.pools
+
     async def run_spec(spec: ProbeSpec) -> None:
         key = (spec.model_id, spec.task, spec.sample)
         base = offsets.get(key, 0)
         allowed = max(1, settings.max_attempts - used.get(key, 0))
         ahead = False
         for n in range(1, allowed + 1):
-            async with start(n == 1, ahead) as granted:
+            async with pools.slot(spec.model_id), start(n == 1, ahead) as granted:
                 if not granted:
                     stop.set()
                     if n == 1:
@@ -266,6 +343,11 @@ async def run_plan(
                     reset_epoch_ms=reset_epoch_ms,
                 )
             record(outcome.result)
+            envelope = outcome.envelope
+            pools.learn(
+                spec.model_id,
+                (envelope.provider_name if envelope is not None else None) or outcome.result.provider,
+            )
             if outcome.limit_scope == "day":
                 limiter.mark_day_exhausted()
                 stop.set()
@@ -275,6 +357,11 @@ async def run_plan(
             ahead = outcome.result.failure is Failure.TIMEOUT
             hint = outcome.result.retry_after_s
             delay = backoff_delay_s(n, hint, settings, rand)
+            if envelope is not None and envelope.limit_source == SHARED_POOL:
+                # The provider's shared pool refused: retry once it has cleared, one at a time.
+                key = pools.key_of(spec.model_id)
+                pools.refuse(key, hint if hint is not None else settings.shared_pool_clear_s)
+                delay = pools.wait_s(key)
             if outcome.limit_scope == "minute":
                 # The account's own minute limit: nobody may start until it resets (the server's
                 # word when it gave one, even if that is too long for this probe to retry).

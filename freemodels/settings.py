@@ -111,6 +111,16 @@ class Settings(BaseSettings):
         1.0, ge=0, le=120, description="First backoff delay when no reset hint is given."
     )
     backoff_max_s: float = Field(60.0, ge=0, le=3600, description="Longest single backoff.")
+    shared_pool_clear_s: float = Field(
+        120.0,
+        ge=0,
+        le=3600,
+        description=(
+            "Wait after a provider's shared free pool refused a request (429 with limit_source "
+            "upstream_provider_shared_pool) when the answer gives no Retry-After; that provider then "
+            "gets one request at a time."
+        ),
+    )
     max_response_bytes: int = Field(
         2_000_000, ge=1024, le=100_000_000, description="Cap on bytes read from one response."
     )

@@ -11,6 +11,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from freemodels.client import build_http_client
 from freemodels.failures import Failure
 from freemodels.records import ProbeResult, ProbeSpec
-from freemodels.scheduler import PlanOutcome, RateLimiter, backoff_delay_s, run_plan
+from freemodels.scheduler import PlanOutcome, ProviderPools, RateLimiter, backoff_delay_s, run_plan
 from freemodels.settings import Settings
 from freemodels.suite import TaskInstance, build_suite
 
@@ -568,3 +569,178 @@ def test_wall_time_follows_the_rate_bound() -> None:
     assert starts[-1] - starts[0] >= (n - 1) * interval - 0.01
     bound = n / rpm * 60
     assert wall < bound * 1.6 + 0.5
+
+
+# --- shared pools, stale resets, 429s inside a 200, quota accounting -------------------------------
+
+SHARED_POOL_BODY = {
+    "error": {
+        "message": "Provider returned error",
+        "code": 429,
+        "metadata": {
+            "raw": "m is temporarily rate-limited upstream.",
+            "provider_name": "DigitalOcean",
+            "is_byok": False,
+            "limit_source": "upstream_provider_shared_pool",
+            "remedy_hint": "Retry shortly",
+        },
+    },
+    "user_id": "user_x",
+}
+
+
+def test_provider_pools_wait_for_the_clear_then_admit_one_at_a_time() -> None:
+    vt = VirtualTime()
+    pools = ProviderPools(clock=vt.clock, sleep=vt.sleep)
+    pools.learn("a/x:free", "DigitalOcean")
+    pools.learn("b/y:free", "DigitalOcean")
+    pools.learn("c/z:free", "Chutes")
+    log: list[tuple[str, float, float]] = []
+
+    async def attempt(model: str, duration: float) -> None:
+        async with pools.slot(model):
+            start = vt.now
+            await vt.sleep(duration)
+            log.append((model, start, vt.now))
+
+    async def scenario() -> None:
+        pools.refuse(pools.key_of("a/x:free"), 120.0)
+        assert pools.refused == {"DigitalOcean"}
+        assert pools.wait_s("DigitalOcean") == 120.0
+        await asyncio.gather(
+            attempt("a/x:free", 5.0),
+            attempt("b/y:free", 5.0),
+            attempt("c/z:free", 5.0),
+            attempt("a/x:free", 5.0),
+        )
+
+    asyncio.run(vt.run([scenario()]))
+    other = [entry for entry in log if entry[0] == "c/z:free"]
+    assert other == [("c/z:free", 0.0, 5.0)]  # another provider is not held back
+    pooled = sorted((start, end) for model, start, end in log if model != "c/z:free")
+    assert pooled[0][0] == 120.0  # nothing before the pool clears
+    assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(pooled))  # serial
+    assert pools.key_of("unknown/m:free") == "model:unknown/m:free"
+
+
+def test_a_shared_pool_429_stops_concurrency_to_that_provider_and_retries_after_the_clear() -> None:
+    """A pool that refuses concurrent requests and stays refused for a while, like the one observed."""
+    clear_s = 0.4
+    state = {"in_flight": 0, "refused_until": 0.0}
+    log: list[tuple[str, float, float, int]] = []
+
+    async def pool(request: httpx.Request) -> httpx.Response:
+        now = time.monotonic()
+        state["in_flight"] += 1
+        try:
+            if state["in_flight"] > 1 or now < state["refused_until"]:
+                state["refused_until"] = max(state["refused_until"], now + clear_s)
+                log.append((json.loads(request.content)["model"], now, now, 429))
+                return httpx.Response(429, json=SHARED_POOL_BODY)
+            await asyncio.sleep(0.05)
+            log.append((json.loads(request.content)["model"], now, time.monotonic(), 200))
+            return ok_stream(request)
+        finally:
+            state["in_flight"] -= 1
+
+    models = ["m/a:free", "m/b:free"]
+    specs = specs_for(models, ("arithmetic", "json_object", "reverse_words"))
+    settings = plan_settings(shared_pool_clear_s=clear_s, max_attempts=3, backoff_base_s=0.0)
+    outcome = asyncio.run(run_with(pool, specs, settings=settings))  # type: ignore[arg-type]
+
+    finals = {(r.model_id, r.task): r for r in sorted(outcome.results, key=lambda r: r.attempt)}
+    assert all(r.failure is None for r in finals.values()), [r.failure for r in finals.values()]
+    refused = [r for r in outcome.results if r.failure is Failure.RATE_LIMIT_UPSTREAM]
+    assert refused and all(r.limit_source == "upstream_provider_shared_pool" for r in refused)
+    assert all(r.is_byok is False and r.remedy_hint == "Retry shortly" for r in refused)
+    first_refusal = min(t for _, t, _, status in log if status == 429)
+    passed = sorted((start, end) for _, start, end, status in log if status == 200 and start > first_refusal)
+    # Every retry waited for the pool to clear, and from then on one request at a time.
+    assert passed and passed[0][0] >= first_refusal + clear_s - 0.02
+    assert all(prev_end <= start + 1e-3 for (_, prev_end), (start, _) in itertools.pairwise(passed))
+
+
+def test_a_shared_pool_retry_after_is_honoured_over_the_default_clear() -> None:
+    script = {
+        "m/a:free": [
+            lambda r: httpx.Response(429, json=SHARED_POOL_BODY, headers={"Retry-After": "0.3"}),
+            ok_stream,
+        ]
+    }
+    server = Server(script)
+    settings = plan_settings(shared_pool_clear_s=3600.0)  # would never retry within the test
+    outcome = asyncio.run(run_with(server, specs_for(list(script)), settings=settings))
+    assert [r.failure for r in sorted(outcome.results, key=lambda r: r.attempt)] == [
+        Failure.RATE_LIMIT_UPSTREAM,
+        None,
+    ]
+    assert 0.28 <= _gap_after_first(server, "m/a:free") < 2.0
+
+
+def test_a_reset_already_past_falls_back_to_backoff_not_immediate_retries() -> None:
+    past_ms = str(int((time.time() - 3600) * 1000))
+    per_min = {
+        "headers": {"X-RateLimit-Reset": past_ms, "X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0"}
+    }
+    upstream = {
+        "provider_name": "X",
+        "raw": "rate-limited upstream",
+        "headers": {"X-RateLimit-Reset": past_ms},
+    }
+    script = {
+        "acct:free": [
+            lambda r: error(429, PER_MIN, headers={"X-RateLimit-Reset": past_ms}, metadata=per_min)
+        ],
+        "up:free": [lambda r: error(429, UPSTREAM, metadata=upstream)],
+    }
+    server = Server(script)
+    settings = plan_settings(backoff_base_s=0.2, backoff_max_s=2.0)
+    outcome = asyncio.run(run_with(server, specs_for(list(script)), settings=settings))
+    for model in script:
+        attempts = [r for r in outcome.results if r.model_id == model]
+        assert len(attempts) == 3 and all(r.retry_after_s is None for r in attempts)
+        times = [t for t, m in server.log if m == model]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        # Equal-jitter backoff: at least half of 0.2 s, then half of 0.4 s; never "retry at once".
+        assert gaps[0] >= 0.09 and gaps[1] >= 0.19, (model, gaps)
+
+
+def test_a_429_inside_a_200_is_retried_like_a_status_429(fixtures_dir: Path) -> None:
+    recorded = (
+        fixtures_dir / "recorded" / "pydantic__pydantic-ai__test_openrouter_errors_raised@eb479b64.0.json"
+    ).read_bytes()
+    chunk = {"id": "gen-1", "object": "chat.completion.chunk", "choices": [], **json.loads(recorded)}
+    in_stream = b": OPENROUTER PROCESSING\n\ndata: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"
+    script = {
+        "status:free": [
+            lambda r: httpx.Response(429, content=recorded, headers={"content-type": "application/json"})
+        ],
+        "in-200:free": [
+            lambda r: httpx.Response(200, content=recorded, headers={"content-type": "application/json"})
+        ],
+        "in-stream:free": [
+            lambda r: httpx.Response(200, content=in_stream, headers={"content-type": "text/event-stream"})
+        ],
+    }
+    server = Server(script)
+    outcome = asyncio.run(run_with(server, specs_for(list(script))))
+    by_model: dict[str, list[ProbeResult]] = defaultdict(list)
+    for r in outcome.results:
+        by_model[r.model_id].append(r)
+    for model in script:
+        assert [r.failure for r in by_model[model]] == [Failure.RATE_LIMIT_UPSTREAM] * 3, model
+    assert dict(server.count) == dict.fromkeys(script, 3)
+
+
+def test_every_attempt_counts_against_the_daily_budget() -> None:
+    """Failed attempts and retries spend the daily quota like any other request."""
+    script = {
+        "flaky:free": [lambda r: error(502, UPSTREAM), lambda r: error(502, UPSTREAM), ok_stream],
+        "gone:free": [lambda r: error(404, "No endpoints found for gone:free.")],
+        "ok:free": [ok_stream],
+    }
+    server = Server(script)
+    limiter = RateLimiter(60_000, 100)
+    outcome = asyncio.run(run_with(server, specs_for(list(script)), limiter=limiter))
+    assert len(outcome.results) == sum(server.count.values()) == 5
+    assert limiter.used == 5 and limiter.remaining == 95
