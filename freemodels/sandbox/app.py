@@ -1,7 +1,10 @@
 """The sandbox's ASGI app: OpenRouter's API as the recorded traffic shows it, with staged behaviour.
 
-Endpoints (under ``/api/v1``): ``GET /models`` (no key needed), ``GET /key`` (also ``/auth/key``), ``POST
-/chat/completions`` with or without ``stream: true``. ``GET /_sandbox/stats`` is the sandbox's own
+Endpoints (under ``/api/v1``): ``GET /models`` and ``GET /models/count`` (no key needed), ``GET
+/models/user`` (bearer key: the models the account may route), ``GET /models/{author}/{slug}/endpoints``
+(see :mod:`freemodels.sandbox.endpoints`), ``GET /key`` (also ``/auth/key``), ``POST /chat/completions``
+with or without ``stream: true``. Every answer parses with OpenRouter's official SDK (its current
+schema), error answers included. ``GET /_sandbox/stats`` is the sandbox's own
 introspection for tests (not part of OpenRouter's API).
 
 A chat request goes through the checks in OpenRouter's order: bearer key (401), body (400), model id
@@ -57,10 +60,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from freemodels.sandbox import answers, bodies, wire
 from freemodels.sandbox.bodies import ErrorReply
 from freemodels.sandbox.catalog import Catalog, SandboxModel, build_catalog, catalog_json
+from freemodels.sandbox.endpoints import endpoints_json
 from freemodels.sandbox.limits import AccountLimiter, ArrivalWindow
 from freemodels.sandbox.profiles import DEFAULT_SEED, FREE_ROUTER_ID, Profile, resolve_profiles
 from freemodels.sandbox.replay import Recording, is_data_event, load_recording, sse_events
-from freemodels.sandbox.scenario import Behavior, Fault, Scenario
+from freemodels.sandbox.scenario import Behavior, ErrorChunk, Fault, Scenario, SharedPool
 
 _TICK_S = 0.05
 _MAX_REASONING_TEXT_TOKENS = 1024
@@ -91,7 +95,35 @@ class Stats:
     per_model: Counter[str] = field(default_factory=Counter)
     rejected_per_min: int = 0
     rejected_per_day: int = 0
+    rejected_shared_pool: int = 0
     arrivals: ArrivalWindow = field(default_factory=ArrivalWindow)
+    max_in_flight_per_provider: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class PoolState:
+    """A provider's shared pool while the sandbox runs: requests in flight, refused until when."""
+
+    pool: SharedPool
+    in_flight: int = 0
+    refused_until: float = -1.0
+
+    def admit(self, now: float) -> bool:
+        """Take one request (True), or refuse it (False): too many in flight, or still refused.
+
+        A refusal while the pool takes requests starts a refused period of ``clear_s``; refusals
+        during that period do not extend it.
+        """
+        if now < self.refused_until:
+            return False
+        if self.in_flight >= self.pool.max_concurrent:
+            self.refused_until = now + self.pool.clear_s
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
 
 
 class SandboxState:
@@ -112,8 +144,13 @@ class SandboxState:
         self.limits = scenario.limits
         self.wall = wall_clock
         self.limiter = AccountLimiter(self.limits, now_wall=wall_clock())
-        self.recordings: dict[str, Recording] = {
-            model_id: load_recording(p.replay) for model_id, p in self.profiles.items() if p.replay
+        self.recordings: dict[str, tuple[Recording, ...]] = {
+            model_id: tuple(load_recording(path) for path in p.replay)
+            for model_id, p in self.profiles.items()
+            if p.replay
+        }
+        self.pools: dict[str, PoolState] = {
+            name: PoolState(pool) for name, pool in scenario.shared_pool.items()
         }
         self.connections = connections
         self.closing = threading.Event()
@@ -122,6 +159,7 @@ class SandboxState:
         self._ids = random.Random(f"{self.seed}:ids")
         self._router = random.Random(f"{self.seed}:router")
         self.user_id = "user_" + _token(random.Random(f"{self.seed}:user"), 27)
+        self.shaper = bodies.Shaper(scenario.error_shape, self.user_id)
 
     def generation_id(self, created: int) -> str:
         return f"gen-{created}-{_token(self._ids, 20)}"
@@ -134,7 +172,7 @@ class SandboxState:
             if not self.catalog.models[model_id].router
             and self.profiles[model_id].behavior is Behavior.OK
             and self.profiles[model_id].fault is Fault.NONE
-            and self.profiles[model_id].replay is None
+            and not self.profiles[model_id].replay
             and self.profiles[model_id].redirect is None
         ]
         return self._router.choice(working) if working else None
@@ -157,6 +195,8 @@ class SandboxState:
             "rejected_429_account": s.rejected_per_min + s.rejected_per_day,
             "rejected_429_per_min": s.rejected_per_min,
             "rejected_429_per_day": s.rejected_per_day,
+            "rejected_429_shared_pool": s.rejected_shared_pool,
+            "max_in_flight_per_provider": dict(s.max_in_flight_per_provider),
             "day_count": self.limiter.used_today(self.wall()),
         }
 
@@ -180,6 +220,9 @@ def create_app(
     )
     routes = [
         Route("/api/v1/models", _models, methods=["GET"]),
+        Route("/api/v1/models/count", _models_count, methods=["GET"]),
+        Route("/api/v1/models/user", _models_user, methods=["GET"]),
+        Route("/api/v1/models/{author}/{slug}/endpoints", _endpoints, methods=["GET"]),
         Route("/api/v1/key", _key, methods=["GET"]),
         Route("/api/v1/auth/key", _key, methods=["GET"]),
         Route("/api/v1/chat/completions", _chat, methods=["POST"]),
@@ -229,13 +272,53 @@ async def _models(request: Request) -> Response:
         offset = _opt_int(params.get("offset"))
         limit = _opt_int(params.get("limit"))
     except ValueError:
-        return _error_response(bodies.bad_request("offset and limit must be whole numbers"))
+        return _error_response(
+            bodies.bad_request("offset and limit must be whole numbers", _state(request).shaper)
+        )
     body = catalog_json(
         _state(request).catalog,
         output_modalities=params.get("output_modalities"),
         offset=offset,
         limit=limit,
     )
+    return Response(wire.dumps(body), media_type=_JSON, headers=_cors())
+
+
+async def _models_count(request: Request) -> Response:
+    state = _state(request)
+    count = len(state.catalog.listing(request.query_params.get("output_modalities")))
+    return Response(wire.dumps({"data": {"count": count}}), media_type=_JSON, headers=_cors())
+
+
+async def _models_user(request: Request) -> Response:
+    """The models this account may route: the catalog less those its own settings exclude."""
+    state = _state(request)
+    refused = _check_auth(request, state)
+    if refused is not None:
+        return _error_response(refused)
+    params = request.query_params
+    try:
+        offset = _opt_int(params.get("offset"))
+        limit = _opt_int(params.get("limit"))
+    except ValueError:
+        return _error_response(bodies.bad_request("offset and limit must be whole numbers", state.shaper))
+    excluded = {m for m, p in state.profiles.items() if p.behavior in bodies.ROUTING_EXCLUSIONS}
+    body = catalog_json(
+        state.catalog,
+        output_modalities=params.get("output_modalities"),
+        offset=offset,
+        limit=limit,
+        exclude=excluded,
+    )
+    return Response(wire.dumps(body), media_type=_JSON, headers=_cors())
+
+
+async def _endpoints(request: Request) -> Response:
+    state = _state(request)
+    author, slug = request.path_params["author"], request.path_params["slug"]
+    body = endpoints_json(state.catalog, state.profiles, author, slug)
+    if body is None:
+        return _error_response(bodies.not_found(f"No model found for {author}/{slug}", state.shaper))
     return Response(wire.dumps(body), media_type=_JSON, headers=_cors())
 
 
@@ -275,6 +358,12 @@ async def _key(request: Request) -> Response:
             "remaining": max(0, limit - used),
             "used": used,
         },
+        # Required by the current OpenAPI schema (and the official SDK) since 2026.
+        "allowed_data_regions": ["global"],
+        "budgets": [],
+        "effective_budget": None,
+        "organization_id": None,
+        "workspace_id": None,
     }
     return Response(wire.dumps({"data": data}), media_type=_JSON, headers=_cors())
 
@@ -320,24 +409,24 @@ async def _chat(request: Request) -> Response:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return _error_response(bodies.bad_request("Invalid JSON in request body", state.user_id))
+        return _error_response(bodies.bad_request("Invalid JSON in request body", state.shaper))
     if not isinstance(body, dict):
-        return _error_response(bodies.bad_request("Request body must be a JSON object", state.user_id))
-    requested = _requested_models(body, state.user_id)
+        return _error_response(bodies.bad_request("Request body must be a JSON object", state.shaper))
+    requested = _requested_models(body, state.shaper)
     if isinstance(requested, ErrorReply):
         return _error_response(requested)
     model_id = requested[0]
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _error_response(
-            bodies.bad_request('Input required: specify "prompt" or "messages"', state.user_id)
+            bodies.bad_request('Input required: specify "prompt" or "messages"', state.shaper)
         )
     state.stats.chat_requests += 1
     state.stats.per_model[model_id] += 1
 
     model = state.catalog.models.get(model_id)
     if model is None and model_id not in state.catalog.ended_free:
-        return _error_response(bodies.model_not_found(model_id, state.user_id))
+        return _error_response(bodies.model_not_found(model_id, state.shaper))
     free = model.free if model is not None else True
     if free:
         state.stats.arrivals.add(t0)
@@ -357,26 +446,35 @@ async def _chat(request: Request) -> Response:
                 )
             )
     call = _make_call(state, body, model_id, model)
-    plan = _plan(state, call)
-    return await _execute(plan, t0, request, state)
+    provider = call.profile.provider
+    pool = state.pools.get(provider)
+    if pool is None:
+        return await _execute(_plan(state, call), t0, request, state)
+    if not pool.admit(t0):
+        # The provider's shared pool refuses at once: too many requests in flight, or not cleared yet.
+        state.stats.rejected_shared_pool += 1
+        return _error_response(ErrorReply(429, bodies.shared_pool_429(call.model_id, provider, state.shaper)))
+    seen = state.stats.max_in_flight_per_provider
+    seen[provider] = max(seen[provider], pool.in_flight)
+    return await _execute(_plan(state, call), t0, request, state, release=pool.release)
 
 
-def _requested_models(body: dict[str, Any], user_id: str) -> list[str] | ErrorReply:
+def _requested_models(body: dict[str, Any], shaper: bodies.Shaper) -> list[str] | ErrorReply:
     """The model ids a request asks for, in order (``models`` if given, else ``model``), or its 400."""
     models = body.get("models")
     if models is None:
         model_id = body.get("model")
         if not isinstance(model_id, str) or not model_id:
-            return bodies.bad_request("No models provided", user_id)
+            return bodies.bad_request("No models provided", shaper)
         return [model_id]
     if not isinstance(models, list):
-        return bodies.bad_request("'models' must be an array of model IDs", user_id)
+        return bodies.bad_request("'models' must be an array of model IDs", shaper)
     if len(models) > MODELS_LIMIT:
-        return bodies.too_many_models(MODELS_LIMIT, user_id)
+        return bodies.too_many_models(MODELS_LIMIT, shaper)
     if not models:
-        return bodies.bad_request("'models' array must have at least 1 item.", user_id)
+        return bodies.bad_request("'models' array must have at least 1 item.", shaper)
     if not all(isinstance(m, str) and m for m in models):
-        return bodies.bad_request("'models' array items must be model IDs (non-empty strings)", user_id)
+        return bodies.bad_request("'models' array items must be model IDs (non-empty strings)", shaper)
     return list(models)
 
 
@@ -385,7 +483,8 @@ def _make_call(state: SandboxState, body: dict[str, Any], model_id: str, model: 
     nth = state.model_requests[model_id]
     profile = state.profiles[model_id]
     behavior, fault = profile.behavior, profile.fault
-    replay = state.recordings.get(model_id)
+    recordings = state.recordings.get(model_id, ())
+    replay = recordings[min(nth, len(recordings)) - 1] if recordings else None
     redirect = profile.redirect
     if profile.fail_first and nth > profile.fail_first:
         behavior, fault, replay, redirect = Behavior.OK, Fault.NONE, None, None
@@ -458,6 +557,7 @@ _ANSWERING = frozenset(
         Behavior.WRONG_ANSWER,
         Behavior.EMPTY,
         Behavior.REASONING_EXHAUSTED,
+        Behavior.REASONING_ANSWER,
         Behavior.MID_STREAM_ERROR,
     }
 )
@@ -524,10 +624,15 @@ def _compose(state: SandboxState, call: _Call) -> _Composed:
         budget = call.max_tokens or (call.model.max_completion_tokens if call.model else None) or 1024
         text = answers.reasoning_text(min(budget, _MAX_REASONING_TEXT_TOKENS), rng)
         return _Composed("", text, budget, "length")
+    if call.behavior is Behavior.EMPTY:
+        return _Composed("", "", 0, "stop")  # no content and no reasoning: nothing at all
+    if call.behavior is Behavior.REASONING_ANSWER:
+        # The whole answer in the reasoning channel: a line of thinking, then the answer itself.
+        answer = p.answer if p.answer is not None else answers.correct_answer(call.prompt, rng)
+        text = f"{answers.reasoning_text(16, rng)}\n\n{answer}"
+        return _Composed("", text, max(p.reasoning_tokens, answers.estimate_tokens(text)), "stop")
     if p.answer is not None:
         content = p.answer
-    elif call.behavior is Behavior.EMPTY:
-        content = ""
     elif call.behavior is Behavior.WRONG_ANSWER:
         content = answers.wrong_answer(call.prompt, rng)
     else:
@@ -563,7 +668,8 @@ def _answer_events(
     ttft, total = float(p.ttft_ms), float(p.total_ms)
     show_reasoning = bool(composed.reasoning) and not call.hide_reasoning
     r_start = ttft - p.reasoning_ms if p.reasoning_ms > 0 else ttft
-    exhausted = composed.finish_reason == "length" and not composed.content
+    # Reasoning without content (used up max_tokens, or the whole answer) streams until total_ms.
+    exhausted = not composed.content
     if exhausted and p.reasoning_ms <= 0:
         r_start = ttft
     first = r_start if show_reasoning else ttft
@@ -593,11 +699,12 @@ def _answer_plan(state: SandboxState, call: _Call) -> _Plan:
     usage = _usage(call, composed)
     total = float(call.profile.total_ms)
     if call.behavior is Behavior.MID_STREAM_ERROR:
-        return _mid_stream_plan(call, composed, usage)
+        return _mid_stream_plan(state, call, composed, usage)
     if not call.stream:
         body = wire.completion(
             call.gen,
-            content=composed.content,
+            # A reasoning model answering in its reasoning channel leaves content null (live reports).
+            content=None if call.behavior is Behavior.REASONING_ANSWER else composed.content,
             reasoning=None if call.hide_reasoning else composed.reasoning,
             finish_reason=composed.finish_reason,
             usage_value=usage,
@@ -618,11 +725,12 @@ def _final_usage(call: _Call, usage: dict[str, Any], composed: _Composed) -> dic
     return wire.usage_chunk(call.gen, usage, call.profile.usage_chunk, composed.finish_reason)
 
 
-def _mid_stream_plan(call: _Call, composed: _Composed, usage: dict[str, Any]) -> _Plan:
+def _mid_stream_plan(state: SandboxState, call: _Call, composed: _Composed, usage: dict[str, Any]) -> _Plan:
     total = float(call.profile.total_ms)
     pieces = answers.split_pieces(composed.content, 12)
     partial_count = max(1, len(pieces) // 2)
     message = "Provider disconnected unexpectedly"
+    error_object = state.shaper.envelope(502, message, error_type="provider_unavailable")["error"]
     if not call.stream:
         body = wire.completion(
             call.gen,
@@ -630,12 +738,14 @@ def _mid_stream_plan(call: _Call, composed: _Composed, usage: dict[str, Any]) ->
             reasoning=None,
             finish_reason="error",
             usage_value=usage,
-            error={"code": 502, "message": message, "metadata": {"error_type": "provider_unavailable"}},
+            error=error_object,
         )
         return _json_plan(call, 200, wire.dumps(body), total)
     mid = (float(call.profile.ttft_ms) + total) / 2
     events, _ = _answer_events(call, composed, content_limit=partial_count, content_end=mid)
-    error = wire.error_chunk(call.gen, 502, message, "provider_unavailable", usage)
+    error = wire.error_chunk(
+        call.gen, error_object, usage, empty_choices=call.profile.error_chunk is ErrorChunk.EMPTY_CHOICES
+    )
     events += [(total, wire.sse(error)), (total, wire.DONE)]
     return _Plan(200, "text/event-stream", _sse_headers(call), events)
 
@@ -655,7 +765,7 @@ def _error_plan(state: SandboxState, call: _Call) -> _Plan:
     if call.stream:
         early = _keepalives(p.keepalive_ms, at, wire.KEEPALIVE)
         if early:
-            in_band = _in_band_error(call.gen, reply)
+            in_band = _in_band_error(call.gen, reply, call.profile.error_chunk)
             events = [*early, (at, wire.sse(in_band)), (at, wire.DONE)]
             return _Plan(200, "text/event-stream", _sse_headers(call), events)
     return _json_plan(call, reply.status, wire.dumps(reply.body), at, reply.headers)
@@ -666,15 +776,18 @@ def _behavior_reply(state: SandboxState, call: _Call, behavior: Behavior) -> Err
         behavior,
         model_id=call.model_id,
         provider=call.profile.provider,
-        user_id=state.user_id,
+        shaper=state.shaper,
         retry_after_s=call.profile.retry_after_s,
         paid_slug=state.catalog.ended_free.get(call.model_id),
         wants_tools=call.wants_tools,
         prompt=call.prompt,
+        wording=call.profile.wording,
+        status=call.profile.error_status,
     )
 
 
-def _in_band_error(gen: wire.Generation, reply: ErrorReply) -> dict[str, Any]:
+def _in_band_error(gen: wire.Generation, reply: ErrorReply, style: ErrorChunk) -> dict[str, Any]:
+    """The error of ``reply`` as an SSE chunk inside a 200 stream (choices as ``style`` says)."""
     error = dict(reply.body["error"])
     chunk = wire.chunk(gen, {"role": "assistant", "content": ""}, "error")
     return {
@@ -684,7 +797,7 @@ def _in_band_error(gen: wire.Generation, reply: ErrorReply) -> dict[str, Any]:
         "model": gen.model,
         "object": "chat.completion.chunk",
         "created": gen.created,
-        "choices": chunk["choices"],
+        "choices": [] if style is ErrorChunk.EMPTY_CHOICES else chunk["choices"],
     }
 
 
@@ -723,10 +836,10 @@ def _fault_plan(state: SandboxState, call: _Call) -> _Plan:
         return _Plan(200, _JSON, {}, [], after="hold")
     if fault is Fault.STORM_5XX:
         status = (500, 502, 503, 504)[(call.nth - 1) % 4]
-        reply = bodies.storm_5xx(status, call.model_id, p.provider, state.user_id)
+        reply = bodies.storm_5xx(status, call.model_id, p.provider, state.shaper)
         return _Plan(reply.status, _JSON, _headers(call), [(ttft, wire.dumps(reply.body))], stream=False)
     if fault is Fault.STORM_429:
-        body = bodies.upstream_429(call.model_id, p.provider, state.user_id)
+        body = bodies.upstream_429(call.model_id, p.provider, state.shaper)
         return _Plan(429, _JSON, _headers(call), [(ttft, wire.dumps(body))], stream=False)
     composed = _compose(state, call)
     usage = _usage(call, composed)
@@ -855,7 +968,37 @@ def _replay_plan(call: _Call) -> _Plan:
 # execution
 
 
-async def _execute(plan: _Plan, t0: float, request: Request, state: SandboxState) -> Response:
+async def _execute(
+    plan: _Plan,
+    t0: float,
+    request: Request,
+    state: SandboxState,
+    *,
+    release: Callable[[], None] | None = None,
+) -> Response:
+    """Play ``plan``; ``release`` is called once the answer is over (a shared pool's slot)."""
+    handed_over = False
+    try:
+        response = await _play(plan, t0, request, state)
+        if isinstance(response, StreamingResponse) and release is not None:
+            response.body_iterator = _released(response.body_iterator, release)
+            handed_over = True
+        return response
+    finally:
+        if release is not None and not handed_over:
+            release()
+
+
+async def _released(body: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[Any]:
+    """``body``, then ``release()`` however the stream ends (finished, reset, client gone)."""
+    try:
+        async for piece in body:
+            yield piece
+    finally:
+        release()
+
+
+async def _play(plan: _Plan, t0: float, request: Request, state: SandboxState) -> Response:
     if not plan.events:
         if plan.after == "reset" and await _sleep_until(t0 + plan.after_ms / 1000, state):
             state.reset(request)

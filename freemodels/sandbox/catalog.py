@@ -12,7 +12,7 @@ first, as the newest recorded catalogs do; with ``offset``/``limit`` it adds ``t
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -150,9 +150,10 @@ def catalog_json(
     output_modalities: str | None = None,
     offset: int | None = None,
     limit: int | None = None,
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The body of ``GET /api/v1/models``."""
-    data = catalog.listing(output_modalities)
+    """The body of ``GET /api/v1/models`` (and, less the ``exclude`` ids, of ``/models/user``)."""
+    data = [entry for entry in catalog.listing(output_modalities) if entry["id"] not in exclude]
     if offset is None and limit is None:
         return {"data": data}
     start = offset or 0

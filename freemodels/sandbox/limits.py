@@ -1,10 +1,11 @@
 """The account's free-model limits: a sliding 60 s window and a daily quota (UTC day), account-wide.
 
 Counted: chat requests to free models (``:free`` ids and zero-priced models, routers included) that pass
-authentication and name a model OpenRouter knows, whatever the model then answers. Requests refused by
-these limits are not counted unless ``limits.count_rejected`` is set: OpenRouter does not document it, and
-the one claim that failed attempts count (a third-party report) is unconfirmed; the switch lets tests stage
-either world.
+authentication and name a model OpenRouter knows, whatever the model then answers (errors, an upstream
+429, a refusal by a provider's shared pool). OpenRouter's own help centre says "Failed attempts still count
+toward your daily quota" (openrouter.zendesk.com, article 39501163636379), so by default requests refused
+by these limits themselves count too (``limits.count_rejected``, default true); the page does not say
+which failures it means, and ``count_rejected = false`` stages the narrower reading.
 """
 
 from __future__ import annotations

@@ -31,7 +31,15 @@ from pathlib import Path
 
 from freemodels.errors import ScenarioError
 from freemodels.sandbox.catalog import Catalog, SandboxModel, build_catalog
-from freemodels.sandbox.scenario import Behavior, Fault, ModelSpec, Scenario, UsageChunk
+from freemodels.sandbox.scenario import (
+    Behavior,
+    ErrorChunk,
+    Fault,
+    ModelSpec,
+    Scenario,
+    UsageChunk,
+    Wording,
+)
 
 DEFAULT_SEED = 20261101
 DEFAULT_HUGE_BODY_BYTES = 8_000_000
@@ -48,7 +56,14 @@ _FAILURE_MODES = (
     Behavior.PRIVACY,
 )
 _ROUTING_ERRORS = frozenset(
-    {Behavior.NO_ENDPOINTS, Behavior.FREE_VARIANT_ENDED, Behavior.PRIVACY, Behavior.CREDITS_402}
+    {
+        Behavior.NO_ENDPOINTS,
+        Behavior.FREE_VARIANT_ENDED,
+        Behavior.PRIVACY,
+        Behavior.PROVIDER_RESTRICTED,
+        Behavior.APP_RESTRICTED,
+        Behavior.CREDITS_402,
+    }
 )
 
 
@@ -63,7 +78,7 @@ class Profile:
     keepalive_ms: int = 0
     retry_after_s: float | None = None
     fail_first: int = 0
-    replay: Path | None = None
+    replay: tuple[Path, ...] = ()
     fault: Fault = Fault.NONE
     fault_after_tokens: int | None = None
     huge_body_bytes: int = DEFAULT_HUGE_BODY_BYTES
@@ -73,6 +88,9 @@ class Profile:
     usage_chunk: UsageChunk = UsageChunk.EMPTY_CHOICES
     provider: str = "Chutes"
     redirect: str | None = None
+    wording: Wording | None = None  # None: the behaviour's default (newest live) wording
+    error_status: int | None = None  # None: the behaviour's usual status
+    error_chunk: ErrorChunk = ErrorChunk.WITH_CHOICE
 
 
 def resolve_profiles(catalog: Catalog, scenario: Scenario, seed: int) -> dict[str, Profile]:

@@ -8,6 +8,14 @@ Format::
 
     seed = 123                  # seeds the behaviour profiles (default: the seed the sandbox is started
                                 # with, i.e. settings.sandbox_seed)
+    error_shape = "live"        # "live" (default): error bodies carry what live OpenRouter bodies
+                                # carry: message, code, a top-level user_id, and metadata only where
+                                # live bodies have it (an upstream 429's raw/provider_name, a shared
+                                # pool's is_byok/limit_source/remedy_hint, moderation reasons, the
+                                # provider restriction's available_providers, the account 429's
+                                # X-RateLimit headers). "documented": also the documented
+                                # metadata.error_type and error.availability {code, retryable,
+                                # requested_models, fallback_models, ...}, which no live body shows
 
     [limits]                    # the account, as OpenRouter's platform limits see it
     requests_per_minute = 600   # sliding 60 s window over chat requests to free models, account-wide;
@@ -20,8 +28,10 @@ Format::
                                 # without a key always gets 401 "Missing Authentication header"
     retry_after_s = 2           # adds Retry-After to the account-level 429s (default: none, like
                                 # OpenRouter's free tier, which gives only X-RateLimit-Reset)
-    count_rejected = false      # true: requests refused with an account 429 still count toward the
-                                # minute window and the daily quota (the unconfirmed third-party claim)
+    count_rejected = true       # requests refused with an account 429 still count toward the
+                                # minute window and the daily quota (default true: OpenRouter's help
+                                # centre says "Failed attempts still count toward your daily quota");
+                                # false counts only requests the limits let through
 
     [catalog]                   # changes to the shipped catalog (for "what changed" runs)
     remove = ["vendor/model:free"]        # drop listed models (requests then answer 400 invalid id)
@@ -30,14 +40,34 @@ Format::
                                           # catalog, the paid slug is listed with prices, and requests
                                           # to the ':free' id answer 404 free_variant_ended
 
+    [shared_pool."DigitalOcean"]  # a provider's shared pool of free capacity (key: the provider
+                                  # name models answer with, see `provider`)
+    max_concurrent = 1          # requests to this provider in flight at once; one more is refused
+                                # with an upstream 429 (limit_source "upstream_provider_shared_pool",
+                                # is_byok, remedy_hint)  (>= 1)
+    clear_s = 120               # after a refusal the pool refuses every request to the provider for
+                                # this long (seconds), serial or not; then it takes requests again
+
     [defaults]                  # applied to every free model before its own [models."id"] table;
                                 # takes the same keys as a model table
 
     [models."meta-llama/llama-3.3-70b-instruct:free"]   # any listed model, or a catalog.paid id
-    behavior = "ok"             # ok | wrong_answer | empty | reasoning_exhausted | no_endpoints |
-                                # free_variant_ended | privacy | capability | upstream_429 |
-                                # capacity_429 | provider_502 | provider_503 | timeout_408 |
-                                # credits_402 | moderation_403 | mid_stream_error | stall
+    behavior = "ok"             # ok | wrong_answer | empty | reasoning_exhausted | reasoning_answer |
+                                # no_endpoints | free_variant_ended | privacy | provider_restricted |
+                                # app_restricted | capability | upstream_429 | capacity_429 |
+                                # provider_502 | provider_503 | timeout_408 | credits_402 |
+                                # moderation_403 | mid_stream_error | stall
+    wording = "period_ended"    # which live wording an error behaviour uses (default: the newest):
+                                # free_variant_ended: "unavailable_for_free" (mid 2026, default) |
+                                # "period_ended" (early 2026) | "no_longer_free" (documented);
+                                # privacy: "guardrail" (2026, default) | "guardrail_count" ("0
+                                # endpoints out of 1 requested ...") | "data_policy_training" |
+                                # "data_policy_publication" (2025)
+    error_status = 400          # the HTTP status of the behaviour's error instead of its usual one
+                                # (live traffic shows some 404 wordings at 400)  (400-599)
+    error_chunk = "with_choice" # an error inside a 200 stream: "with_choice" (one choice with
+                                # finish_reason "error", as documented) or "empty_choices" (choices: [],
+                                # as one live report shows)
     ttft_ms = 300               # request -> first content token (after reasoning, if any); error
                                 # behaviours answer at this time (timeout_408 at total_ms)
     reasoning_ms = 0            # reasoning deltas stream for this long before content
@@ -50,7 +80,9 @@ Format::
     fail_first = 0              # behave as `behavior`/`fault` for the first N requests, then "ok"
     replay = "file.sse"         # answer with a recorded response: the body file verbatim, status and
                                 # headers from the sibling <name>.meta.json if present (relative paths
-                                # are resolved against the scenario file's folder)
+                                # are resolved against the scenario file's folder). A list replays a
+                                # sequence: the Nth request gets the Nth file, the last one repeats
+                                # (e.g. a recorded 429, then a recorded success)
     fault = "none"              # none | connection_reset | never_answer | stall_after_tokens |
                                 # truncated_json | huge_body | invalid_utf8 | storm_5xx | storm_429
     fault_after_tokens = 3      # content tokens sent before connection_reset (default 0: reset before
@@ -76,17 +108,30 @@ from different layers disagree; within one table such contradictions are errors.
 What the behaviours answer (stream or not; errors are the JSON envelope with that status):
 
 - ``ok`` the right answer to suite prompts (filler text otherwise); ``wrong_answer`` a plausible wrong
-  one; ``empty`` content ``""`` with ``finish_reason: "stop"``; ``reasoning_exhausted`` reasoning until
-  ``max_tokens`` is spent, then ``finish_reason: "length"`` with empty content; ``mid_stream_error`` half
+  one; ``empty`` content ``""`` with ``finish_reason: "stop"`` and no reasoning at all;
+  ``reasoning_exhausted`` reasoning until ``max_tokens`` is spent, then ``finish_reason: "length"`` with
+  empty content; ``reasoning_answer`` the right answer in the reasoning channel only (a line of thinking,
+  then the answer), ``finish_reason: "stop"``, content ``""`` in a stream and ``null`` in a JSON body;
+  ``mid_stream_error`` half
   the answer, then a chunk with ``error`` (502) and ``finish_reason: "error"`` under status 200 (JSON: a
   ``choices[].error`` next to the partial content); ``stall`` starts the stream (role delta at ``ttft_ms``)
   and never sends a token, only keep-alives if ``keepalive_ms`` is set.
-- ``no_endpoints``/``free_variant_ended``/``privacy``/``capability`` 404 with ``error.availability``
+- ``no_endpoints`` 404 "No endpoints found for X."; ``free_variant_ended`` 404 in the live wording
+  naming the paid slug; ``privacy`` 404 "No endpoints available matching your guardrail restrictions
+  and data policy"; ``provider_restricted`` 404 "No allowed providers are available for the selected
+  model." with ``metadata.available_providers``; ``app_restricted`` 403 "X is only available on
+  agentic harnesses ..."; ``capability`` 404 "No endpoints found that support tool use" (or "...
+  can handle the requested parameters"); ``upstream_429`` 429 "Provider returned error" with
+  ``metadata.raw`` and ``provider_name``; ``capacity_429`` 429 "All providers ... are at capacity";
+  ``provider_502`` 502; ``provider_503`` 503 "No instances available"; ``timeout_408`` 408 at
+  ``total_ms``; ``credits_402`` 402; ``moderation_403`` 403 with ``metadata.reasons``. With
+  ``error_shape = "documented"`` they add ``metadata.error_type`` and ``error.availability``
   (``no_endpoints``, ``free_variant_ended`` + ``fallback_models``, ``privacy_restricted``,
-  ``constraint_filtered``); ``upstream_429`` 429 "Provider returned error" with ``metadata.raw``;
-  ``capacity_429`` 429 ``capacity_exhausted``; ``provider_502`` 502; ``provider_503`` 503
-  ``temporarily_unavailable``; ``timeout_408`` 408 at ``total_ms``; ``credits_402`` 402;
-  ``moderation_403`` 403 with ``metadata.reasons``.
+  ``privacy_restricted`` excluded by ``allowed_providers``, ``constraint_filtered``,
+  ``capacity_exhausted``, ``temporarily_unavailable``).
+- ``/api/v1/models/user`` lists the models the account may route: every listed model except those
+  staged as ``privacy`` or ``provider_restricted``; ``/api/v1/models/{author}/{slug}/endpoints`` lists
+  one endpoint per listed variant of the model, none for a variant staged as ``no_endpoints``.
 
 What the faults do: ``connection_reset`` TCP RST (before any byte, or after ``fault_after_tokens`` content
 deltas of a stream); ``never_answer`` accepts the request and sends nothing, ever; ``stall_after_tokens``
@@ -113,14 +158,19 @@ from typing import Any, TypeVar
 from freemodels.errors import ScenarioError
 
 __all__ = [
+    "WORDINGS",
     "Behavior",
     "CatalogChanges",
+    "ErrorChunk",
+    "ErrorShape",
     "Fault",
     "Limits",
     "ModelSpec",
     "Scenario",
     "ScenarioError",
+    "SharedPool",
     "UsageChunk",
+    "Wording",
     "load_scenario",
 ]
 
@@ -132,9 +182,12 @@ class Behavior(StrEnum):
     WRONG_ANSWER = "wrong_answer"
     EMPTY = "empty"
     REASONING_EXHAUSTED = "reasoning_exhausted"
+    REASONING_ANSWER = "reasoning_answer"
     NO_ENDPOINTS = "no_endpoints"
     FREE_VARIANT_ENDED = "free_variant_ended"
     PRIVACY = "privacy"
+    PROVIDER_RESTRICTED = "provider_restricted"
+    APP_RESTRICTED = "app_restricted"
     CAPABILITY = "capability"
     UPSTREAM_429 = "upstream_429"
     CAPACITY_429 = "capacity_429"
@@ -161,6 +214,44 @@ class Fault(StrEnum):
     STORM_429 = "storm_429"
 
 
+class ErrorShape(StrEnum):
+    """What the sandbox's error bodies carry."""
+
+    LIVE = "live"  # message, code, user_id, and metadata only where live bodies have it
+    DOCUMENTED = "documented"  # plus metadata.error_type and error.availability
+
+
+class Wording(StrEnum):
+    """Live wordings of an error behaviour's message."""
+
+    UNAVAILABLE_FOR_FREE = "unavailable_for_free"
+    PERIOD_ENDED = "period_ended"
+    NO_LONGER_FREE = "no_longer_free"
+    GUARDRAIL = "guardrail"
+    GUARDRAIL_COUNT = "guardrail_count"
+    DATA_POLICY_TRAINING = "data_policy_training"
+    DATA_POLICY_PUBLICATION = "data_policy_publication"
+
+
+WORDINGS: dict[Behavior, tuple[Wording, ...]] = {
+    Behavior.FREE_VARIANT_ENDED: (Wording.UNAVAILABLE_FOR_FREE, Wording.PERIOD_ENDED, Wording.NO_LONGER_FREE),
+    Behavior.PRIVACY: (
+        Wording.GUARDRAIL,
+        Wording.GUARDRAIL_COUNT,
+        Wording.DATA_POLICY_TRAINING,
+        Wording.DATA_POLICY_PUBLICATION,
+    ),
+}
+"""The wordings each behaviour knows, its default first."""
+
+
+class ErrorChunk(StrEnum):
+    """Shape of an error chunk inside a 200 stream."""
+
+    WITH_CHOICE = "with_choice"
+    EMPTY_CHOICES = "empty_choices"
+
+
 class UsageChunk(StrEnum):
     """Shape of the final usage chunk of a stream (both occur in real traffic)."""
 
@@ -182,7 +273,7 @@ class Limits:
     requests_used_today: int = 0
     api_key: str | None = field(default=None, repr=False)
     retry_after_s: float | None = None
-    count_rejected: bool = False
+    count_rejected: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +283,14 @@ class CatalogChanges:
     remove: tuple[str, ...] = ()
     add_free: tuple[str, ...] = ()
     paid: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPool:
+    """A provider's shared pool of free capacity: refuses concurrency, then stays refused a while."""
+
+    max_concurrent: int = 1
+    clear_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +304,7 @@ class ModelSpec:
     keepalive_ms: int | None = None
     retry_after_s: float | None = None
     fail_first: int | None = None
-    replay: Path | None = None
+    replay: tuple[Path, ...] | None = None
     fault: Fault | None = None
     fault_after_tokens: int | None = None
     huge_body_bytes: int | None = None
@@ -215,6 +314,9 @@ class ModelSpec:
     usage_chunk: UsageChunk | None = None
     provider: str | None = None
     redirect: str | None = None
+    wording: Wording | None = None
+    error_status: int | None = None
+    error_chunk: ErrorChunk | None = None
 
     def set_values(self) -> dict[str, Any]:
         """The keys this table sets, with their values."""
@@ -226,8 +328,10 @@ class Scenario:
     """A parsed, validated scenario. Build with :meth:`from_mapping` or :func:`load_scenario`."""
 
     seed: int | None = None
+    error_shape: ErrorShape = ErrorShape.LIVE
     limits: Limits = field(default_factory=Limits)
     catalog: CatalogChanges = field(default_factory=CatalogChanges)
+    shared_pool: Mapping[str, SharedPool] = field(default_factory=dict)
     defaults: ModelSpec = field(default_factory=ModelSpec)
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
 
@@ -265,14 +369,30 @@ def load_scenario(path: str | Path) -> Scenario:
 
 _E = TypeVar("_E", bound=StrEnum)
 
-_ROOT_KEYS = {"seed", "limits", "catalog", "defaults", "models"}
+_ROOT_KEYS = {"seed", "error_shape", "limits", "catalog", "shared_pool", "defaults", "models"}
 
 
 def _parse(data: Mapping[str, Any], base_dir: Path) -> Scenario:
     _no_unknown(data, _ROOT_KEYS, "")
     seed = _int(data, "seed", "seed", minimum=0)
+    shape = _enum(data, "error_shape", "error_shape", ErrorShape) or ErrorShape.LIVE
     limits = _parse_limits(_table(data, "limits", "limits"))
     catalog = _parse_catalog(_table(data, "catalog", "catalog"))
+    pools: dict[str, SharedPool] = {}
+    for provider, table in _table(data, "shared_pool", "shared_pool").items():
+        where = f'shared_pool."{provider}"'
+        if not isinstance(provider, str) or not provider.strip():
+            raise ScenarioError("shared_pool: provider names must be non-empty strings")
+        if not isinstance(table, Mapping):
+            raise ScenarioError(f"{where} must be a table")
+        _no_unknown(table, {"max_concurrent", "clear_s"}, where)
+        most = _int(table, "max_concurrent", f"{where}.max_concurrent", minimum=1)
+        clear = _number(table, "clear_s", f"{where}.clear_s")
+        base = SharedPool()
+        pools[provider] = SharedPool(
+            max_concurrent=base.max_concurrent if most is None else most,
+            clear_s=base.clear_s if clear is None else clear,
+        )
     defaults = _parse_model(_table(data, "defaults", "defaults"), "defaults", base_dir)
     models_table = _table(data, "models", "models")
     models: dict[str, ModelSpec] = {}
@@ -283,7 +403,15 @@ def _parse(data: Mapping[str, Any], base_dir: Path) -> Scenario:
         if not isinstance(table, Mapping):
             raise ScenarioError(f"{where} must be a table")
         models[model_id] = _parse_model(table, where, base_dir)
-    return Scenario(seed=seed, limits=limits, catalog=catalog, defaults=defaults, models=models)
+    return Scenario(
+        seed=seed,
+        error_shape=shape,
+        limits=limits,
+        catalog=catalog,
+        shared_pool=pools,
+        defaults=defaults,
+        models=models,
+    )
 
 
 def _parse_limits(table: Mapping[str, Any]) -> Limits:
@@ -334,6 +462,12 @@ def _parse_model(table: Mapping[str, Any], where: str, base_dir: Path) -> ModelS
     values["behavior"] = _enum(table, "behavior", f"{where}.behavior", Behavior)
     values["fault"] = _enum(table, "fault", f"{where}.fault", Fault)
     values["usage_chunk"] = _enum(table, "usage_chunk", f"{where}.usage_chunk", UsageChunk)
+    values["wording"] = _enum(table, "wording", f"{where}.wording", Wording)
+    values["error_chunk"] = _enum(table, "error_chunk", f"{where}.error_chunk", ErrorChunk)
+    status = _int(table, "error_status", f"{where}.error_status", minimum=400)
+    if status is not None and status > 599:
+        raise ScenarioError(f"{where}.error_status must be at most 599, not {status}")
+    values["error_status"] = status
     for name in ("answer", "provider"):
         value = table.get(name)
         if value is not None and not isinstance(value, str):
@@ -347,15 +481,29 @@ def _parse_model(table: Mapping[str, Any], where: str, base_dir: Path) -> ModelS
     values["redirect"] = redirect
     replay = table.get("replay")
     if replay is not None:
-        if not isinstance(replay, str) or not replay.strip():
-            raise ScenarioError(f"{where}.replay must be a file path")
-        path = Path(replay).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
-        if not path.is_file():
-            raise ScenarioError(f"{where}.replay: file not found: {path}")
-        values["replay"] = path
+        files = replay if isinstance(replay, list) else [replay]
+        if not files or not all(isinstance(f, str) and f.strip() for f in files):
+            raise ScenarioError(f"{where}.replay must be a file path or a non-empty list of file paths")
+        paths = []
+        for name in files:
+            path = Path(name).expanduser()
+            if not path.is_absolute():
+                path = base_dir / path
+            if not path.is_file():
+                raise ScenarioError(f"{where}.replay: file not found: {path}")
+            paths.append(path)
+        values["replay"] = tuple(paths)
     spec = ModelSpec(**values)
+    if (
+        spec.wording is not None
+        and spec.behavior is not None
+        and spec.wording not in WORDINGS.get(spec.behavior, ())
+    ):
+        known = " | ".join(w.value for w in WORDINGS.get(spec.behavior, ())) or "none"
+        raise ScenarioError(
+            f"{where}.wording: {spec.wording.value!r} is not a wording of {spec.behavior.value} "
+            f"(known: {known})"
+        )
     if spec.ttft_ms is not None and spec.total_ms is not None and spec.total_ms < spec.ttft_ms:
         raise ScenarioError(
             f"{where}: total_ms ({spec.total_ms}) must not be less than ttft_ms ({spec.ttft_ms})"

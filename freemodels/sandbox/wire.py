@@ -116,18 +116,22 @@ def usage_chunk(
 
 
 def error_chunk(
-    gen: Generation, code: int, message: str, error_type: str, usage_value: dict[str, Any]
+    gen: Generation, error: dict[str, Any], usage_value: dict[str, Any], *, empty_choices: bool = False
 ) -> dict[str, Any]:
-    """A mid-stream error: top-level ``error`` and ``finish_reason: "error"``; HTTP status stays 200."""
+    """A mid-stream error: top-level ``error`` and ``finish_reason: "error"``; HTTP status stays 200.
+
+    ``empty_choices`` sends ``choices: []`` instead of the one choice with ``finish_reason: "error"``
+    (both shapes occur: the documented one, and an empty list in one live report).
+    """
     body = chunk(gen, {"role": "assistant", "content": ""}, "error")
     return {
         "id": body["id"],
         "provider": body["provider"],
-        "error": {"code": code, "message": message, "metadata": {"error_type": error_type}},
+        "error": dict(error),
         "model": body["model"],
         "object": body["object"],
         "created": body["created"],
-        "choices": body["choices"],
+        "choices": [] if empty_choices else body["choices"],
         "usage": usage_value,
     }
 
@@ -135,7 +139,7 @@ def error_chunk(
 def completion(
     gen: Generation,
     *,
-    content: str,
+    content: str | None,
     reasoning: str | None,
     finish_reason: str,
     usage_value: dict[str, Any],

@@ -44,7 +44,8 @@ FAULTS: dict[str, tuple[dict[str, object], Failure, str]] = {
         r"ResponseTooLargeError",
     ),
     FREE[8]: ({"fault": "invalid_utf8"}, Failure.TRANSPORT_ERROR, r"InvalidStreamError"),
-    FREE[9]: ({"fault": "storm_5xx"}, Failure.PROVIDER_ERROR, r"server|provider_\w+|timeout"),  # 504: TIMEOUT
+    # 504: TIMEOUT. Live bodies carry no error_type, so no error code is stored.
+    FREE[9]: ({"fault": "storm_5xx"}, Failure.PROVIDER_ERROR, r""),
     FREE[10]: ({"fault": "storm_429"}, Failure.RATE_LIMIT_UPSTREAM, r".*"),
 }
 MAX_ATTEMPTS = 3

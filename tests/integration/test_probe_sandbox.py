@@ -139,9 +139,12 @@ BEHAVIORS: dict[str, Failure | None] = {
     "wrong_answer": Failure.WRONG_ANSWER,
     "empty": Failure.EMPTY_REPLY,
     "reasoning_exhausted": Failure.REASONING_EXHAUSTED,
+    "reasoning_answer": None,
     "no_endpoints": Failure.NO_ENDPOINTS,
     "free_variant_ended": Failure.FREE_VARIANT_ENDED,
     "privacy": Failure.PRIVACY_EXCLUDED,
+    "provider_restricted": Failure.PROVIDER_RESTRICTED,
+    "app_restricted": Failure.APP_RESTRICTED,
     "capability": Failure.CAPABILITY_UNSUPPORTED,
     "upstream_429": Failure.RATE_LIMIT_UPSTREAM,
     "capacity_429": Failure.RATE_LIMIT_UPSTREAM,
@@ -155,8 +158,22 @@ BEHAVIORS: dict[str, Failure | None] = {
 }
 NOT_RETRYABLE = {
     "wrong_answer", "reasoning_exhausted", "no_endpoints", "free_variant_ended", "privacy", "capability",
-    "credits_402", "moderation_403",
+    "credits_402", "moderation_403", "provider_restricted", "app_restricted",
 }  # fmt: skip
+
+
+def test_the_documented_shape_carries_the_retry_hint_in_band() -> None:
+    """availability.retry_after, in the documented shape only, survives an in-band error."""
+    scenario = {
+        "error_shape": "documented",
+        "models": {
+            FREE[0]: {"behavior": "capacity_429", "ttft_ms": 120, "keepalive_ms": 40, "retry_after_s": 3}
+        },
+    }
+    with SandboxServer(Scenario.from_mapping(scenario)) as server:
+        result = asyncio.run(probe_models(server.base_url, [FREE[0]], cfg=settings()))[FREE[0]].result
+    assert result.http_status == 200 and result.failure is Failure.RATE_LIMIT_UPSTREAM
+    assert result.retry_after_s == 3.0 and result.error_code == "capacity_exhausted"
 
 
 @pytest.mark.parametrize("keepalive_ms", [0, 40], ids=["plain", "keepalive"])
@@ -176,17 +193,18 @@ def test_every_behaviour_has_its_class(keepalive_ms: int) -> None:
         outcome = outcomes[model]
         result = outcome.result
         assert result.failure is BEHAVIORS[behavior], (behavior, result.failure, result.message)
-        assert result.passed is (behavior == "ok")
+        assert result.passed is (behavior in ("ok", "reasoning_answer"))
         if result.failure is not None:
             assert outcome.retryable is (behavior not in NOT_RETRYABLE), behavior
             if behavior not in {"wrong_answer", "empty", "reasoning_exhausted", "stall"}:
                 assert result.message, behavior
-    # Retry-After is a header of the plain 429; an in-band error after a 200 has no such header,
-    # while capacity_429 also says availability.retry_after in its body.
-    upstream = outcomes[_model_for(models, "upstream_429")].result
-    assert upstream.retry_after_s == (3.0 if keepalive_ms == 0 else None)
-    assert outcomes[_model_for(models, "capacity_429")].result.retry_after_s == 3.0
+    # Retry-After is a header of the plain 429; an in-band error after a 200 has no such header, and
+    # a live body carries no availability.retry_after either.
+    for behavior in ("upstream_429", "capacity_429"):
+        limited = outcomes[_model_for(models, behavior)].result
+        assert limited.retry_after_s == (3.0 if keepalive_ms == 0 else None), behavior
     assert outcomes[_model_for(models, "ok")].result.ttft_content_ms is not None
+    assert outcomes[_model_for(models, "reasoning_answer")].result.answer_channel == "reasoning"
 
 
 def _model_for(models: Mapping[str, str], behavior: str) -> str:
@@ -200,7 +218,7 @@ FAULTS: dict[str, tuple[Failure, str]] = {
     "truncated_json": (Failure.TRANSPORT_ERROR, "InvalidStreamError"),
     "huge_body": (Failure.TRANSPORT_ERROR, "ResponseTooLargeError"),
     "invalid_utf8": (Failure.TRANSPORT_ERROR, "InvalidStreamError"),
-    "storm_5xx": (Failure.PROVIDER_ERROR, "server"),
+    "storm_5xx": (Failure.PROVIDER_ERROR, ""),  # live bodies: no error_type to record as the code
     "storm_429": (Failure.RATE_LIMIT_UPSTREAM, ""),
 }
 

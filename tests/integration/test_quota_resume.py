@@ -125,7 +125,8 @@ def test_hitting_the_daily_quota_stops_the_run_and_resume_completes_it_without_r
         day2 = server.stats()
 
     assert first.status == "completed" and first.untested_models > 0
-    assert day1["day_count"] == 7 and day1["rejected_429_per_day"] == 1
+    # The refused request counts toward the quota too ("failed attempts still count").
+    assert day1["day_count"] == 8 and day1["rejected_429_per_day"] == 1
     assert day1["chat_requests"] == 8  # stopped at the first refusal: nothing sent after it
     refused = probes1.filter(pl.col("failure") == Failure.RATE_LIMIT_ACCOUNT.value)
     assert refused.height == 1 and refused.item(0, "error_code").startswith("free-models-per-day")

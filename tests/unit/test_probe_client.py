@@ -290,3 +290,78 @@ def test_a_5xx_catalog_answer_is_transient_and_a_4xx_is_not() -> None:
         with pytest.raises(SourceError, match=f"answered HTTP {status}") as caught:
             asyncio.run(go())
         assert caught.value.transient is transient
+
+
+# /key as live accounts and the current schema show it: the older shape (no quota block, deprecated
+# rate_limit) and the newer one (the quota block plus allowed_data_regions, budgets, effective_budget,
+# organization_id, workspace_id). Values from live reports: is_free_tier false once credit was bought,
+# free_model_daily_requests {used 0, limit 1000, remaining 1000}, the key's own cap (limit 100,
+# limit_remaining 0, include_byok_in_limit true, byok_usage_monthly 44.0326365).
+KEY_2025 = {
+    "data": {
+        "label": "sk-or-v1-abc...xyz",
+        "usage": 0.5,
+        "limit": None,
+        "is_free_tier": True,
+        "rate_limit": {"requests": 50, "interval": "10s"},
+    }
+}
+KEY_2026 = {
+    "data": {
+        "label": "sk-or-v1-abc...xyz",
+        "limit": 100,
+        "limit_remaining": 0,
+        "limit_reset": "monthly",
+        "include_byok_in_limit": True,
+        "usage": 100.0,
+        "usage_daily": 0,
+        "usage_weekly": 3.2,
+        "usage_monthly": 100.0,
+        "byok_usage": 44.0326365,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 1.0,
+        "byok_usage_monthly": 44.0326365,
+        "is_free_tier": False,
+        "is_management_key": False,
+        "is_provisioning_key": False,
+        "creator_user_id": None,
+        "expires_at": None,
+        "rate_limit": {
+            "requests": -1,
+            "interval": "10s",
+            "note": "This field is deprecated and safe to ignore.",
+        },
+        "free_model_daily_requests": {"used": 0, "limit": 1000, "remaining": 1000},
+        "allowed_data_regions": ["global"],
+        "budgets": [
+            {
+                "budget_id": None,
+                "guardrail_id": None,
+                "include_byok": True,
+                "limit_usd": 100.0,
+                "remaining_usd": 0.0,
+                "reset_interval": "monthly",
+                "resets_at": "2026-12-01T00:00:00Z",
+                "scope": "key_limit",
+                "spend_usd": 100.0,
+            }
+        ],
+        "effective_budget": None,
+        "organization_id": "org_123",
+        "workspace_id": None,
+    }
+}
+
+
+def test_parse_key_info_reads_the_older_and_the_newer_shape() -> None:
+    older = parse_key_info(json.dumps(KEY_2025))
+    assert older is not None and older.daily_limit is None and older.is_free_tier is True
+    newer = parse_key_info(json.dumps(KEY_2026))
+    assert newer is not None
+    assert (newer.daily_limit, newer.daily_remaining, newer.daily_used, newer.is_free_tier) == (
+        1000,
+        1000,
+        0,
+        False,
+    )
+    assert newer.label is not None and "sk-or-v1-abc" not in newer.label

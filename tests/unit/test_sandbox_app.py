@@ -261,10 +261,14 @@ async def test_unknown_model_is_not_a_valid_model_id() -> None:
         stats = (await client.get("/_sandbox/stats")).json()
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["code"] == 400 and error["message"] == "acme/fake-1.0 is not a valid model ID"
-    assert error["availability"]["code"] == "model_not_found"
-    assert error["availability"]["retryable"] is False
+    assert error == {"message": "acme/fake-1.0 is not a valid model ID", "code": 400}  # the live shape
+    assert response.json()["user_id"].startswith("user_")
     assert stats["day_count"] == 0  # not counted against the free quota
+    async with sandbox({"error_shape": "documented"}) as client:
+        documented = (await chat(client, "acme/fake-1.0")).json()["error"]
+    assert documented["availability"]["code"] == "model_not_found"
+    assert documented["availability"]["retryable"] is False
+    assert documented["metadata"]["error_type"] == "invalid_request"
 
 
 async def test_bad_request_bodies() -> None:
@@ -417,18 +421,32 @@ async def test_per_minute_limit_answers_the_real_429_shape() -> None:
     assert limited.headers["x-ratelimit-reset"] == headers["X-RateLimit-Reset"]
     assert "retry-after" not in limited.headers
     assert 50_000 < reset_ms - time.time() * 1000 <= 60_500
-    assert stats["rejected_429_account"] == 1 and stats["day_count"] == 3
+    # The refused request counts too: "Failed attempts still count toward your daily quota".
+    assert stats["rejected_429_account"] == 1 and stats["day_count"] == 4
     assert stats["max_requests_in_any_60s"] == 4
 
 
 async def test_count_rejected_and_retry_after_are_stageable() -> None:
-    limits = {"requests_per_minute": 1, "count_rejected": True, "retry_after_s": 7}
-    async with sandbox({"limits": limits, **staged(LLAMA, behavior="ok")}) as client:
-        await chat(client, LLAMA)
-        limited = await chat(client, LLAMA)
-        stats = (await client.get("/_sandbox/stats")).json()
-    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
-    assert stats["day_count"] == 2
+    for count_rejected, expected in ((True, 2), (False, 1)):
+        limits = {"requests_per_minute": 1, "count_rejected": count_rejected, "retry_after_s": 7}
+        async with sandbox({"limits": limits, **staged(LLAMA, behavior="ok")}) as client:
+            await chat(client, LLAMA)
+            limited = await chat(client, LLAMA)
+            stats = (await client.get("/_sandbox/stats")).json()
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+        assert stats["day_count"] == expected
+
+
+async def test_failed_attempts_count_toward_the_daily_quota_by_default() -> None:
+    scenario = {
+        "limits": {"requests_per_day": 3},
+        "models": {LLAMA: {**FAST, "behavior": "upstream_429"}, GEMMA: {**FAST, "behavior": "provider_502"}},
+    }
+    async with sandbox(scenario) as client:
+        statuses = [(await chat(client, model)).status_code for model in (LLAMA, GEMMA, LLAMA, GEMMA)]
+        quota = (await client.get("/key")).json()["data"]["free_model_daily_requests"]
+    assert statuses == [429, 502, 429, 429]  # the 4th is the account's own per-day 429
+    assert quota == {"limit": 3, "remaining": 0, "used": 4}
 
 
 async def test_daily_quota_runs_out_and_resets_at_utc_midnight() -> None:
@@ -446,7 +464,7 @@ async def test_daily_quota_runs_out_and_resets_at_utc_midnight() -> None:
         assert error["message"].startswith("Rate limit exceeded: free-models-per-day")
         assert error["metadata"]["headers"]["X-RateLimit-Reset"] == str(midnight * 1000)
         quota = (await client.get("/key")).json()["data"]["free_model_daily_requests"]
-        assert quota == {"limit": 2, "remaining": 0, "used": 2}
+        assert quota == {"limit": 2, "remaining": 0, "used": 3}  # the refused request counted too
         now[0] += 60  # the next UTC day
         assert (await chat(client, LLAMA)).status_code == 200
         quota = (await client.get("/key")).json()["data"]["free_model_daily_requests"]
@@ -457,38 +475,118 @@ async def test_daily_quota_runs_out_and_resets_at_utc_midnight() -> None:
 # staged behaviours
 
 
-@pytest.mark.parametrize(
-    ("behavior", "status", "availability", "needle"),
-    [
-        ("no_endpoints", 404, "no_endpoints", f"No endpoints found for {LLAMA}."),
-        ("free_variant_ended", 404, "free_variant_ended", "no longer available as a free model"),
-        ("privacy", 404, "privacy_restricted", "matching your data policy (Free model publication)"),
-        ("capability", 404, "constraint_filtered", "No endpoints found"),
-        ("upstream_429", 429, None, "Provider returned error"),
-        ("capacity_429", 429, "capacity_exhausted", "at capacity"),
-        ("provider_502", 502, None, "Provider returned error"),
-        ("provider_503", 503, "temporarily_unavailable", "No instances available"),
-        ("timeout_408", 408, None, "Timed out"),
-        ("credits_402", 402, None, "Insufficient credits"),
-        ("moderation_403", 403, None, "requires moderation"),
-    ],
-)
-async def test_error_behaviours(behavior: str, status: int, availability: str | None, needle: str) -> None:
+ERROR_BEHAVIOURS = [
+    ("no_endpoints", 404, "no_endpoints", f"No endpoints found for {LLAMA}."),
+    ("free_variant_ended", 404, "free_variant_ended", "This model is unavailable for free."),
+    ("privacy", 404, "privacy_restricted", "matching your guardrail restrictions and data policy"),
+    ("provider_restricted", 404, "privacy_restricted", "No allowed providers are available"),
+    ("app_restricted", 403, None, "is only available on agentic harnesses"),
+    ("capability", 404, "constraint_filtered", "No endpoints found"),
+    ("upstream_429", 429, None, "Provider returned error"),
+    ("capacity_429", 429, "capacity_exhausted", "at capacity"),
+    ("provider_502", 502, None, "Provider returned error"),
+    ("provider_503", 503, "temporarily_unavailable", "No instances available"),
+    ("timeout_408", 408, None, "Timed out"),
+    ("credits_402", 402, None, "Insufficient credits"),
+    ("moderation_403", 403, None, "requires moderation"),
+]
+LIVE_METADATA = {  # the only error behaviours whose live bodies carry metadata, and its keys
+    "upstream_429": {"raw", "provider_name"},
+    "provider_502": {"raw", "provider_name"},
+    "provider_restricted": {"available_providers", "requested_providers"},
+    "moderation_403": {"reasons", "flagged_input", "provider_name", "model_slug"},
+}
+
+
+@pytest.mark.parametrize(("behavior", "status", "availability", "needle"), ERROR_BEHAVIOURS)
+async def test_error_behaviours_have_the_live_shape(
+    behavior: str, status: int, availability: str | None, needle: str
+) -> None:
     async with sandbox(staged(LLAMA, behavior=behavior, retry_after_s=3)) as client:
         for stream in (False, True):
             response = await chat(client, LLAMA, stream=stream)
             assert response.status_code == status
             assert response.headers["content-type"] == "application/json"
-            error = response.json()["error"]
+            body = response.json()
+            error = body["error"]
+            assert set(body) == {"error", "user_id"}
             assert error["code"] == status and needle in error["message"]
-            assert (error.get("availability") or {}).get("code") == availability
+            assert set(error) <= {"message", "code", "metadata"} and "availability" not in error
+            assert set(error.get("metadata", {})) == LIVE_METADATA.get(behavior, set())
             if status in (429, 503):
                 assert response.headers["retry-after"] == "3"
     if behavior == "upstream_429":
         assert "rate-limited upstream" in error["metadata"]["raw"]
         assert error["metadata"]["provider_name"]
     if behavior == "free_variant_ended":
+        assert error["message"].endswith("use this slug instead: meta-llama/llama-3.3-70b-instruct")
+
+
+@pytest.mark.parametrize(("behavior", "status", "availability", "needle"), ERROR_BEHAVIOURS)
+async def test_error_behaviours_in_the_documented_shape(
+    behavior: str, status: int, availability: str | None, needle: str
+) -> None:
+    scenario = {"error_shape": "documented", **staged(LLAMA, behavior=behavior, retry_after_s=3)}
+    async with sandbox(scenario) as client:
+        response = await chat(client, LLAMA)
+    error = response.json()["error"]
+    assert response.status_code == status and needle in error["message"]
+    assert (error.get("availability") or {}).get("code") == availability
+    assert error["metadata"]["error_type"]
+    if behavior == "free_variant_ended":
         assert error["availability"]["fallback_models"] == ["meta-llama/llama-3.3-70b-instruct"]
+    if behavior == "provider_restricted":
+        assert error["availability"]["excluded_by"] == ["allowed_providers"]
+
+
+@pytest.mark.parametrize(
+    ("behavior", "wording", "error_status", "status", "message"),
+    [
+        (
+            "free_variant_ended",
+            "period_ended",
+            None,
+            404,
+            "The free llama-3.3-70b-instruct period has ended. To continue using this model, please "
+            "migrate to the paid slug: meta-llama/llama-3.3-70b-instruct",
+        ),
+        (
+            "free_variant_ended",
+            None,
+            400,
+            400,
+            "This model is unavailable for free. The paid version is available now - use this slug "
+            "instead: meta-llama/llama-3.3-70b-instruct",
+        ),
+        (
+            "privacy",
+            "guardrail_count",
+            400,
+            400,
+            "0 endpoints out of 1 requested are available matching your guardrail restrictions and data "
+            "policy. Free model training violation (guardrail): 1 endpoint excluded",
+        ),
+        (
+            "privacy",
+            "data_policy_training",
+            None,
+            404,
+            "No endpoints found matching your data policy (Free model training)",
+        ),
+    ],
+)
+async def test_live_wordings_and_statuses_are_stageable(
+    behavior: str, wording: str | None, error_status: int | None, status: int, message: str
+) -> None:
+    spec: dict[str, Any] = {"behavior": behavior}
+    if wording:
+        spec["wording"] = wording
+    if error_status:
+        spec["error_status"] = error_status
+    async with sandbox(staged(LLAMA, **spec)) as client:
+        response = await chat(client, LLAMA)
+    assert response.status_code == status
+    assert response.json()["error"] == {"message": message, "code": status}
 
 
 async def test_empty_reply_and_wrong_answer() -> None:
@@ -570,7 +668,7 @@ async def test_paid_models_need_credits_and_ended_free_variants_say_so() -> None
         listed = {m["id"] for m in (await client.get("/models")).json()["data"]}
     assert paid.status_code == 402
     assert ended.status_code == 404
-    assert ended.json()["error"]["availability"]["fallback_models"] == ["google/gemma-3-12b-it"]
+    assert ended.json()["error"]["message"].endswith("use this slug instead: google/gemma-3-12b-it")
     assert GEMMA not in listed and "google/gemma-3-12b-it" in listed
 
 

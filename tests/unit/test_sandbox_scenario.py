@@ -10,15 +10,20 @@ import pytest
 from freemodels.errors import ScenarioError
 from freemodels.sandbox.scenario import (
     Behavior,
+    ErrorChunk,
+    ErrorShape,
     Fault,
     Limits,
     Scenario,
+    SharedPool,
     UsageChunk,
+    Wording,
     load_scenario,
 )
 
 FULL = """
 seed = 123
+error_shape = "documented"
 
 [limits]
 requests_per_minute = 20
@@ -32,6 +37,10 @@ count_rejected = true
 remove = ["qwen/qwen3-4b:free"]
 add_free = ["acme/new-model:free"]
 paid = ["google/gemma-3-27b-it:free"]
+
+[shared_pool."DigitalOcean"]
+max_concurrent = 2
+clear_s = 90
 
 [defaults]
 ttft_ms = 400
@@ -53,15 +62,25 @@ reasoning_tokens = 10
 cost = 0.5
 usage_chunk = "with_choice"
 provider = "Acme"
+error_status = 400
+error_chunk = "empty_choices"
+
+[models."google/gemma-3-12b-it:free"]
+behavior = "free_variant_ended"
+wording = "period_ended"
+replay = ["rec.sse", "rec.json"]
 """
 
 
 def test_full_file_parses_every_key(tmp_path: Path) -> None:
     (tmp_path / "rec.sse").write_text("data: [DONE]\n\n")
+    (tmp_path / "rec.json").write_text("{}")
     path = tmp_path / "stage.toml"
     path.write_text(FULL)
     scenario = load_scenario(path)
     assert scenario.seed == 123
+    assert scenario.error_shape is ErrorShape.DOCUMENTED
+    assert scenario.shared_pool == {"DigitalOcean": SharedPool(max_concurrent=2, clear_s=90.0)}
     assert scenario.limits == Limits(20, 50, 3, "sk-or-v1-test", 2.0, True)
     assert scenario.catalog.remove == ("qwen/qwen3-4b:free",)
     assert scenario.catalog.add_free == ("acme/new-model:free",)
@@ -75,7 +94,11 @@ def test_full_file_parses_every_key(tmp_path: Path) -> None:
     assert (spec.retry_after_s, spec.fail_first, spec.fault_after_tokens) == (1.5, 2, 4)
     assert (spec.huge_body_bytes, spec.answer, spec.reasoning_tokens, spec.cost) == (1000, "42", 10, 0.5)
     assert spec.provider == "Acme"
-    assert spec.replay == tmp_path / "rec.sse"  # relative to the scenario file
+    assert spec.replay == (tmp_path / "rec.sse",)  # relative to the scenario file
+    assert spec.error_status == 400 and spec.error_chunk is ErrorChunk.EMPTY_CHOICES
+    ended = scenario.models["google/gemma-3-12b-it:free"]
+    assert ended.wording is Wording.PERIOD_ENDED
+    assert ended.replay == (tmp_path / "rec.sse", tmp_path / "rec.json")  # a sequence
 
 
 def test_json_has_the_same_structure(tmp_path: Path) -> None:
@@ -94,6 +117,9 @@ def test_empty_scenario_has_generous_defaults() -> None:
     assert scenario.limits.requests_per_minute == 600
     assert scenario.limits.requests_per_day == 1000
     assert scenario.limits.api_key is None
+    assert scenario.limits.count_rejected is True  # failed attempts count, as OpenRouter says
+    assert scenario.error_shape is ErrorShape.LIVE
+    assert scenario.shared_pool == {}
     assert scenario.models == {}
 
 
@@ -138,6 +164,18 @@ def test_unknown_keys_are_named(data: dict[str, object], needle: str) -> None:
         ({"models": {"m:free": {"answer": 5}}}, "answer must be a string"),
         ({"models": {"m:free": "ok"}}, 'models."m:free" must be a table'),
         ({"limits": []}, "limits must be a table"),
+        ({"error_shape": "docs"}, "is not one of live | documented"),
+        ({"shared_pool": {"X": {"max_concurrent": 0}}}, 'shared_pool."X".max_concurrent must be at least 1'),
+        ({"shared_pool": {"X": {"clear_s": -1}}}, 'shared_pool."X".clear_s must not be negative'),
+        ({"shared_pool": {"X": {"size": 1}}}, "unknown key 'shared_pool.\"X\".size'"),
+        (
+            {"models": {"m:free": {"behavior": "privacy", "wording": "period_ended"}}},
+            "is not a wording of privacy",
+        ),
+        ({"models": {"m:free": {"error_status": 302}}}, "error_status must be at least 400"),
+        ({"models": {"m:free": {"error_status": 600}}}, "error_status must be at most 599"),
+        ({"models": {"m:free": {"error_chunk": "none"}}}, "is not one of with_choice | empty_choices"),
+        ({"models": {"m:free": {"replay": []}}}, "non-empty list of file paths"),
     ],
 )
 def test_bad_values_are_explained(data: dict[str, object], needle: str) -> None:
