@@ -4,9 +4,10 @@ Each model object carries the key set of the newest real catalogs (``id, canonic
 name, created, description, context_length, architecture, pricing, top_provider, per_request_limits,
 supported_parameters, default_parameters, supported_voices, knowledge_cutoff, expiration_date, links``),
 plus the documented ``reasoning`` object on reasoning models. Prices are strings; free variants carry
-``"0"``, routers with variable prices ``"-1"``. ``GET /api/v1/models`` answers ``{"data": [...]}``, newest
-first, as the newest recorded catalogs do; with ``offset``/``limit`` it adds ``total_count`` and
-``links.next`` like the paginated form in OpenRouter's API reference.
+``"0"``, routers with variable prices ``"-1"``. ``GET /api/v1/models`` answers ``{"data": [...],
+"total_count": N, "links": {"next": null}}``, newest first: the root object of OpenRouter's current API
+reference, which its official SDK requires (older recorded catalogs carry only ``data``); with
+``offset``/``limit`` it pages, ``links.next`` pointing at the next page.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def catalog_json(
     """The body of ``GET /api/v1/models`` (and, less the ``exclude`` ids, of ``/models/user``)."""
     data = [entry for entry in catalog.listing(output_modalities) if entry["id"] not in exclude]
     if offset is None and limit is None:
-        return {"data": data}
+        # The whole list; the current schema requires total_count and links (next: null) here too.
+        return {"data": data, "total_count": len(data), "links": {"next": None}}
     start = offset or 0
     size = limit or 500
     page = data[start : start + size]

@@ -86,9 +86,10 @@ def test_nested_objects_and_value_types_match_the_real_catalog() -> None:
         assert entry["links"]["details"] == f"/api/v1/models/{entry['canonical_slug']}/endpoints"
 
 
-def test_root_is_a_data_list_newest_first() -> None:
+def test_root_is_a_data_list_newest_first_with_the_current_schema_fields() -> None:
     body = catalog_json(build_catalog())
-    assert list(body) == ["data"]
+    assert list(body) == ["data", "total_count", "links"]
+    assert body["total_count"] == len(body["data"]) and body["links"] == {"next": None}
     created = [m["created"] for m in body["data"]]
     assert created == sorted(created, reverse=True)
 
