@@ -25,6 +25,7 @@ from freemodels.classify import (
     parse_retry_after,
     rate_limit_scope,
     retry_hint_s,
+    suggested_model_in,
 )
 from freemodels.failures import FAILURE_INFO, Failure
 
@@ -247,3 +248,13 @@ def test_a_server_can_forbid_a_retry_but_never_force_one(failure: Failure, body:
     assert allowed <= FAILURE_INFO[failure].retryable
     if env is not None and env.retryable is False:
         assert not allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=300)
+    | st.builds(lambda a, b: f"{a} paid slug: {b}", st.text(max_size=40), st.text(max_size=40))
+)
+def test_the_suggested_slug_is_part_of_the_message_or_nothing(text: str) -> None:
+    slug = suggested_model_in(text)
+    assert slug is None or (slug in text and "/" in slug and slug.strip() == slug)
