@@ -177,13 +177,19 @@ def analyze(
             | {
                 "root_cause": cand.failure.value,
                 "remedy": info.remedy,
-                "evidence": "not listed in the catalog (not sent)",
+                "evidence": _candidate_evidence(cand),
                 "suggestion": ", ".join(cand.suggestions) or None,
             }
         )
     if not rows:
         return pl.DataFrame(schema=MODEL_RESULTS_SCHEMA)
     return pl.DataFrame(rows, schema=MODEL_RESULTS_SCHEMA)
+
+
+def _candidate_evidence(cand: CandidateOutcome) -> str:
+    if cand.failure is Failure.FREE_VARIANT_ENDED and cand.suggestions:
+        return f"not listed as ':free'; the catalog lists only the paid slug {cand.suggestions[0]} (not sent)"
+    return "not listed in the catalog (not sent)"
 
 
 def _family_from_probes(finals: pl.DataFrame, model_id: str) -> str:

@@ -643,10 +643,11 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
             "working_delta": counts["working"] - prev_counts["n_working"] if prev_counts else None,
         }
 
-    wrong_ids = [
+    wrong_ids = [  # a candidate without a free variant is not a wrong id: its class section shows it
         r
         for r in rows
-        if r["root_cause"] == Failure.WRONG_MODEL_ID.value or r["verdict"] == Verdict.NOT_LISTED.value
+        if r["root_cause"] == Failure.WRONG_MODEL_ID.value
+        or (r["verdict"] == Verdict.NOT_LISTED.value and r["root_cause"] != Failure.FREE_VARIANT_ENDED.value)
     ]
     wrong_ids.sort(key=lambda r: r["model_id"])
     in_reasoning = sorted(

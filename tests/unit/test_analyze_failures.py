@@ -179,3 +179,14 @@ def test_the_paid_slug_of_an_ended_free_variant_is_the_suggestion() -> None:
     assert by["o-gpt"]["suggestion"] == "openai/gpt-oss-20b"
     assert by["o-gpt"]["remedy"] == FAILURE_INFO[Failure.FREE_VARIANT_ENDED].remedy
     assert by["n-gone"]["suggestion"] is None
+
+
+def test_a_candidate_without_a_free_variant_names_the_paid_slug() -> None:
+    outcome = CandidateOutcome("minimax/minimax-m2:free", Failure.FREE_VARIANT_ENDED, ("minimax/minimax-m2",))
+    row = analyze(probes_frame([]), free_frame([]), run_id="r1", candidates=[outcome]).row(0, named=True)
+    assert (row["verdict"], row["root_cause"], row["suggestion"]) == (
+        "not_listed",
+        "free_variant_ended",
+        "minimax/minimax-m2",
+    )
+    assert "paid slug minimax/minimax-m2" in row["evidence"]

@@ -681,3 +681,27 @@ def test_answers_in_the_reasoning_channel_are_working_with_a_caveat(documents: d
     report = _sections(documents[FINAL_REPORT], "## ")["Answers only in the reasoning channel"]
     assert "`deepseek/deepseek-r1:free` | working | slow" in report
     assert "empty reply" not in row.lower()
+
+
+def test_a_candidate_without_a_free_variant_is_not_listed_as_a_wrong_id() -> None:
+    state = fixed_state()
+    row = dict.fromkeys(MODEL_RESULTS_SCHEMA) | {
+        "run_id": RUN_ID,
+        "model_id": "minimax/minimax-m2:free",
+        "family": "",
+        "verdict": "not_listed",
+        "n": 0,
+        "n_ok": 0,
+        "n_passed": 0,
+        "is_reasoning": False,
+        "root_cause": "free_variant_ended",
+        "remedy": FAILURE_INFO[Failure.FREE_VARIANT_ENDED].remedy,
+        "evidence": "not listed as ':free'; the catalog lists only the paid slug minimax/minimax-m2",
+        "suggestion": "minimax/minimax-m2",
+    }
+    state["results"].append(row)
+    rca = render_documents(report_data_from(state))[ROOT_CAUSES]
+    wrong = rca.split("## Wrong model ids", 1)[1].split("## Failure classes", 1)[0]
+    assert "minimax-m2" not in wrong
+    ended = _sections(rca)[FAILURE_INFO[Failure.FREE_VARIANT_ENDED].title]
+    assert "`minimax/minimax-m2:free`" in ended and "paid slug minimax/minimax-m2" in ended
