@@ -27,8 +27,11 @@ delta and the first reasoning delta go at ``ttft_ms - reasoning_ms``, content de
 ``ttft_ms`` to ``total_ms``, followed at ``total_ms`` by the finish chunk, the usage chunk and ``[DONE]``.
 Error behaviours answer at ``ttft_ms`` (``timeout_408`` at ``total_ms``) with their status, unless a
 keep-alive went out before: then the status is already 200, and the error arrives in-band (an SSE chunk
-with ``error`` and ``finish_reason: "error"``, or a JSON error body after the whitespace), as OpenRouter
-does. Non-streaming answers send whitespace keep-alives (``\\n``) at the same ``keepalive_ms`` steps.
+with ``error`` and ``finish_reason: "error"``, or ``choices: []`` with ``error_chunk = "empty_choices"``, or
+a JSON error body after the whitespace), as OpenRouter does. Non-streaming answers send whitespace
+keep-alives (``\\n``) at the same ``keepalive_ms`` steps. A provider with a ``[shared_pool]`` is checked
+after the account's limits: a request beyond its ``max_concurrent``, or within ``clear_s`` of the refusal
+that saturated it, gets the shared-pool 429 at once.
 
 Faults that need a real socket (``connection_reset``; ``never_answer`` and stalls ending when the server
 stops) use the connection control that :mod:`freemodels.sandbox.server` provides; in-process (e.g. through

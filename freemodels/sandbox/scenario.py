@@ -76,7 +76,8 @@ Format::
     keepalive_ms = 0            # ': OPENROUTER PROCESSING' comment at N, 2N, ... ms until the first
                                 # data chunk (streams); "\n" at the same steps (non-streaming). The
                                 # first keep-alive commits status 200: a later error arrives in-band
-    retry_after_s = 2           # adds Retry-After (and availability.retry_after) to this model's 429/503
+    retry_after_s = 2           # adds Retry-After to this model's 429/503 (and, with error_shape
+                                # "documented", availability.retry_after)
     fail_first = 0              # behave as `behavior`/`fault` for the first N requests, then "ok"
     replay = "file.sse"         # answer with a recorded response: the body file verbatim, status and
                                 # headers from the sibling <name>.meta.json if present (relative paths
