@@ -36,13 +36,8 @@ def mark_unpriced_as_free(catalog: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
 def retry_if_transient(task: object, task_run: object, state: State[object]) -> bool:
     """Prefect's retry condition: only a failure that may pass by itself (a 5xx, a timeout) is tried
     again; an unreachable host or a refused connection fails at once, with one line."""
-    try:
-        state.result()
-    except SourceError as exc:
-        return exc.transient
-    except BaseException:
-        return False
-    return False
+    error = state.data
+    return isinstance(error, SourceError) and error.transient
 
 
 @task(

@@ -132,7 +132,12 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     import duckdb
-    con = duckdb.connect(sys.argv[1])
+    for _ in range(600):  # a run may hold the file for a moment: wait for it (at most 30 s)
+        try:
+            con = duckdb.connect(sys.argv[1])
+            break
+        except duckdb.IOException:
+            time.sleep(0.05)
     print("locked", flush=True)
     time.sleep(120)
     """

@@ -365,3 +365,16 @@ def test_parse_key_info_reads_the_older_and_the_newer_shape() -> None:
         False,
     )
     assert newer.label is not None and "sk-or-v1-abc" not in newer.label
+
+
+def test_the_catalog_step_retries_only_what_may_pass_by_itself() -> None:
+    from prefect.states import Failed
+
+    from tasks.fetch_catalog import retry_if_transient
+
+    def retried(error: BaseException) -> bool:
+        return retry_if_transient(None, None, Failed(data=error, message=str(error)))
+
+    assert retried(SourceError("GET x answered HTTP 502: bad gateway", transient=True))
+    assert not retried(SourceError("cannot connect to x: connection refused or no network"))
+    assert not retried(ValueError("a bug"))
