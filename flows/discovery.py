@@ -24,13 +24,14 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 import polars as pl
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Failed, State
+from prefect.states import Cancelled, Failed
 
 from flows.lifecycle import guarded, interrupted_line, quiet_expected_errors, sigterm_cancels_this_task
 from flows.parameters import RunParameters, flow_signature
@@ -202,7 +203,8 @@ def _prefect_test_family(
     # A callable name: Prefect formats a string name with the task's parameters, and a family name
     # comes from the catalog (a "{...}" in it must never be interpreted).
     name = f"test-{family}"
-    return test_by_family_task.with_options(task_run_name=lambda: name)(family, specs, ctx)
+    run = test_by_family_task.with_options(task_run_name=lambda: name)(family, specs, ctx)
+    return cast(Awaitable[PlanOutcome], run)  # a State only when the run is being interrupted
 
 
 PREFECT_STEPS = Steps(

@@ -26,6 +26,7 @@ from freemodels.source import (
     PROFILES,
     SourceIdentity,
     SourceKind,
+    SourceProfile,
     choose_kind,
     required_key_missing,
     resolve_identity,
@@ -43,7 +44,7 @@ class Prepared:
     candidates: tuple[str, ...]
 
     @property
-    def profile(self):  # -> SourceProfile
+    def profile(self) -> SourceProfile:
         return PROFILES[self.kind]
 
 

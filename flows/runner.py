@@ -25,9 +25,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -216,7 +216,8 @@ async def _flow_in_task(params: RunParameters) -> Any:
     from flows.lifecycle import sigterm_cancels_this_task
 
     with sigterm_cancels_this_task():
-        return await discovery(**dataclasses.asdict(params), return_state=True)
+        run = discovery(**dataclasses.asdict(params), return_state=True)
+        return await cast(Awaitable[Any], run)
 
 
 def run_discovery(params: RunParameters) -> RunEnd:

@@ -24,7 +24,10 @@ time (runs share one DuckDB file and one account's quota).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.schedules import Schedule
 
 from freemodels.errors import ConfigError
 
@@ -39,7 +42,7 @@ DESCRIPTION = (
 )
 
 
-def monthly_schedule():  # -> prefect.schedules.Schedule
+def monthly_schedule() -> Schedule:
     """Cron ``0 6 1 * *`` in UTC, with a fixed slug so that re-applying updates it in place."""
     from prefect.schedules import Cron
 
@@ -70,7 +73,7 @@ def serve(defaults: Mapping[str, Any] | None = None) -> None:
     from flows.runner import configure_prefect
 
     configure_prefect()
-    from prefect.deployments.runner import EntrypointType
+    from prefect.deployments.runner import EntrypointType  # type: ignore[attr-defined]
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():

@@ -316,7 +316,9 @@ class _Reader:
     def skip(self) -> None:
         """Skip whitespace, reading on as needed."""
         while True:
-            self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+            found = _WHITESPACE.match(self.buffer, self.pos)
+            assert found is not None  # the pattern matches the empty string
+            self.pos = found.end()
             if self.pos < len(self.buffer) or not self._more():
                 return
 

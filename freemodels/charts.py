@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib as mpl
 
@@ -29,7 +30,7 @@ from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 from freemodels.mdsafe import neutralise
 
-_RC = {
+_RC: dict[str, Any] = {
     "svg.hashsalt": "free-model-discovery",
     "svg.fonttype": "none",
     "text.parse_math": False,
@@ -71,7 +72,7 @@ class TrendPoint:
 
 @contextmanager
 def _style() -> Iterator[None]:
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(_RC):  # type: ignore[arg-type]  # matplotlib types keys as a Literal
         yield
 
 
@@ -200,8 +201,8 @@ def failures_svg(counts: Sequence[tuple[str, int]], *, passed: int, note: str | 
         ax = fig.add_subplot()
         positions = list(range(len(rows)))[::-1]
         colours = ["#009E73"] + ["#D55E00"] * (len(rows) - 1)
-        counts = [n for _, n in rows]
-        for i, bar in enumerate(ax.barh(positions, counts, color=colours, height=0.65)):
+        widths = [n for _, n in rows]
+        for i, bar in enumerate(ax.barh(positions, widths, color=colours, height=0.65)):
             bar.set_gid(f"outcome-{i}")
         ax.set_yticks(positions, [_short(label) for label, _ in rows])
         for y, (_, n) in zip(positions, rows, strict=True):

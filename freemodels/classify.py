@@ -93,7 +93,7 @@ def parse_error_envelope(body: bytes | str | Mapping[str, object] | None) -> Err
     if isinstance(choices, list):
         for choice in choices:
             if isinstance(choice, Mapping) and isinstance(choice.get("error"), Mapping):
-                return _envelope_from(choice["error"])  # type: ignore[arg-type]
+                return _envelope_from(choice["error"])
     return None
 
 

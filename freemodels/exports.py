@@ -183,7 +183,7 @@ def litellm_router_yaml(
     ]
     if _simulated(source):
         header.append(f"# WARNING: {SANDBOX_NOTE}")
-    body = yaml.safe_dump(
+    body: str = yaml.safe_dump(
         litellm_config(rotation, source=source, base_url=base_url, order=order),
         sort_keys=False,
         default_flow_style=False,

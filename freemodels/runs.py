@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from freemodels import storage
 from freemodels.errors import ConfigError, RunNotFoundError, StorageError
@@ -201,9 +202,9 @@ class RunRecorder:
     def done(self, step: RunStep) -> bool:
         return step.value in self.info.steps_done
 
-    def save(self, *, mirror: bool = True, **changes: object) -> RunInfo:
+    def save(self, *, mirror: bool = True, **changes: Any) -> RunInfo:
         """Apply ``changes`` to the record and write it."""
-        self.info = replace(self.info, **changes)  # type: ignore[arg-type]
+        self.info = replace(self.info, **changes)
         try:
             storage.write_run_info(self.folder, self.info)
         except OSError as exc:
@@ -245,7 +246,7 @@ class RunRecorder:
 
     def end(self, status: RunStatus, reason: str | None = None) -> RunInfo:
         """Record the end of this process's work on the run; never hides the error that ended it."""
-        changes: dict[str, object] = {
+        changes: dict[str, Any] = {
             "status": status.value,
             "status_reason": reason,
             "owner_pid": None,

@@ -359,9 +359,9 @@ async def run_plan(
             delay = backoff_delay_s(n, hint, settings, rand)
             if envelope is not None and envelope.limit_source == SHARED_POOL:
                 # The provider's shared pool refused: retry once it has cleared, one at a time.
-                key = pools.key_of(spec.model_id)
-                pools.refuse(key, hint if hint is not None else settings.shared_pool_clear_s)
-                delay = pools.wait_s(key)
+                pool = pools.key_of(spec.model_id)
+                pools.refuse(pool, hint if hint is not None else settings.shared_pool_clear_s)
+                delay = pools.wait_s(pool)
             if outcome.limit_scope == "minute":
                 # The account's own minute limit: nobody may start until it resets (the server's
                 # word when it gave one, even if that is too long for this probe to retry).

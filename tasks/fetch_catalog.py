@@ -8,7 +8,7 @@ import httpx
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import State
+from prefect.client.schemas.objects import State
 
 from freemodels.catalog import parse_catalog
 from freemodels.client import KeyInfo, fetch_catalog_bytes, fetch_key_info

@@ -113,11 +113,15 @@ def assign_tiers(model_results: pl.DataFrame, *, min_samples: int) -> pl.DataFra
         raise ValueError(f"min_samples must be at least 1, not {min_samples}")
     p50 = pl.col("p50_total_ms")
     enough = (pl.col("n_ok").fill_null(0) >= min_samples) & p50.is_not_null() & p50.is_not_nan()
-    tier = pl.when(pl.col("verdict") != Verdict.WORKING.value).then(pl.lit(None, pl.String()))
-    tier = tier.when(~enough).then(pl.lit(TOO_FEW_SAMPLES))
+    chain = (
+        pl.when(pl.col("verdict") != Verdict.WORKING.value)
+        .then(pl.lit(None, pl.String()))
+        .when(~enough)
+        .then(pl.lit(TOO_FEW_SAMPLES))
+    )
     for name, upper in TIER_UPPER_BOUNDS_MS:
-        tier = tier.when(p50 < upper).then(pl.lit(name))
-    tier = tier.otherwise(pl.lit(SLOW))
+        chain = chain.when(p50 < upper).then(pl.lit(name))
+    tier = chain.otherwise(pl.lit(SLOW))
     return model_results.with_columns(tier.alias("tier")).select(list(MODEL_RESULTS_SCHEMA))
 
 

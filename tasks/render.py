@@ -50,6 +50,7 @@ from freemodels.records import (
 from freemodels.settings import OPENROUTER_MODELS_LIMIT
 from freemodels.source import profile_of
 from freemodels.suite import TASKS
+from tasks.analyze_failures import final_attempts
 from tasks.rank import (
     GENERAL,
     JSON,
@@ -59,7 +60,6 @@ from tasks.rank import (
     TIER_UPPER_BOUNDS_MS,
     TIERS,
     TOO_FEW_SAMPLES,
-    final_attempts,
     purposes,
 )
 

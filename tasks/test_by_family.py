@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Cancelled, State
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
 
 from freemodels.records import ProbeResult, ProbeSpec
 from freemodels.scheduler import PlanOutcome, RateLimiter, run_plan

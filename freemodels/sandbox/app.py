@@ -842,8 +842,8 @@ def _fault_plan(state: SandboxState, call: _Call) -> _Plan:
         reply = bodies.storm_5xx(status, call.model_id, p.provider, state.shaper)
         return _Plan(reply.status, _JSON, _headers(call), [(ttft, wire.dumps(reply.body))], stream=False)
     if fault is Fault.STORM_429:
-        body = bodies.upstream_429(call.model_id, p.provider, state.shaper)
-        return _Plan(429, _JSON, _headers(call), [(ttft, wire.dumps(body))], stream=False)
+        envelope = bodies.upstream_429(call.model_id, p.provider, state.shaper)
+        return _Plan(429, _JSON, _headers(call), [(ttft, wire.dumps(envelope))], stream=False)
     composed = _compose(state, call)
     usage = _usage(call, composed)
     if fault is Fault.CONNECTION_RESET or fault is Fault.STALL_AFTER_TOKENS:
@@ -984,7 +984,7 @@ async def _execute(
     try:
         response = await _play(plan, t0, request, state)
         if isinstance(response, StreamingResponse) and release is not None:
-            response.body_iterator = _released(response.body_iterator, release)
+            response.body_iterator = _released(aiter(response.body_iterator), release)
             handed_over = True
         return response
     finally:

@@ -100,7 +100,7 @@ class Catalog:
 def load_table() -> list[dict[str, Any]]:
     """The rows of the shipped ``models.toml``."""
     text = resources.files("freemodels.sandbox").joinpath("models.toml").read_text("utf-8")
-    rows = tomllib.loads(text)["models"]
+    rows: list[dict[str, Any]] = tomllib.loads(text)["models"]
     for row in rows:
         unknown = set(row) - _ROW_KEYS
         if unknown:
@@ -127,12 +127,12 @@ def build_catalog(
         del expanded[model_id]
     ended: dict[str, str] = {}
     for model_id in changes.paid:
-        row = expanded.pop(model_id, None)
-        if row is None:
+        found = expanded.pop(model_id, None)
+        if found is None:
             raise ScenarioError(f"catalog.paid: {model_id!r} is not in the sandbox catalog")
         paid_id = model_id.removesuffix(":free")
         if paid_id not in expanded:
-            expanded[paid_id] = _paid_row(row, row.get("paid", _SYNTHETIC_PAID_PRICE))
+            expanded[paid_id] = _paid_row(found, found.get("paid", _SYNTHETIC_PAID_PRICE))
         ended[model_id] = paid_id
     newest = max((int(r["created"]) for r in expanded.values()), default=1_700_000_000)
     for offset, model_id in enumerate(changes.add_free, start=1):

@@ -46,7 +46,8 @@ def load_recording(path: Path) -> Recording:
         raise ScenarioError(f"replay file {path} cannot be read: {exc.strerror or exc}") from None
     is_sse = path.suffix.lower() == ".sse" or body.lstrip().startswith((b"data:", b":"))
     meta_path = path.with_suffix(".meta.json")
-    status, headers = 200, ()
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))

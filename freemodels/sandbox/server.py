@@ -107,7 +107,7 @@ def _config(app: Any, host: str, port: int, connections: _Connections, log_level
         log_level=log_level,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=_GRACEFUL_S,
+        timeout_graceful_shutdown=_GRACEFUL_S,  # type: ignore[arg-type]  # used as float seconds
         timeout_keep_alive=30,
     )
 

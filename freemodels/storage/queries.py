@@ -80,7 +80,8 @@ ORDER BY r.started_at, r.run_id
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
     """Run one SQL query and return the result as a polars DataFrame."""
     try:
-        return con.sql(sql, params=list(params) if params is not None else None).pl()
+        frame: pl.DataFrame = con.sql(sql, params=list(params) if params is not None else None).pl()
+        return frame
     except duckdb.Error as exc:
         raise StorageError(f"database query failed: {exc}") from exc
 
@@ -99,7 +100,7 @@ def _select(table: str, where: str = "") -> str:
 
 def list_runs(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Every stored run (the ``runs`` table), oldest first."""
-    return query(con, _select("runs")).cast(DB_SCHEMAS["runs"])
+    return query(con, _select("runs")).cast(pl.Schema(DB_SCHEMAS["runs"]))
 
 
 def load_table(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pl.DataFrame:
@@ -108,7 +109,7 @@ def load_table(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pl.Da
     The ``catalog`` frame carries the ``run_id`` column in front of the CATALOG_SCHEMA columns.
     """
     schema = _schema_of(table)
-    return query(con, _select(table, "WHERE run_id = ?"), [run_id]).cast(schema)
+    return query(con, _select(table, "WHERE run_id = ?"), [run_id]).cast(pl.Schema(schema))
 
 
 def latest_run_id(
@@ -162,4 +163,4 @@ def previous_run_id(
 def history(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.DataFrame:
     """Per run, oldest first: start time, catalog size, free, tested, working, degraded, failing
     counts and the median P50 total time of the working models (HISTORY_SCHEMA). One SQL query."""
-    return query(con, _HISTORY_SQL, [source, source]).cast(HISTORY_SCHEMA)
+    return query(con, _HISTORY_SQL, [source, source]).cast(pl.Schema(HISTORY_SCHEMA))

@@ -134,7 +134,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_temp(target: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def _write_temp(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write a hidden temporary file beside ``target`` and fsync it; returns its path."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -149,7 +149,7 @@ def _write_temp(target: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return tmp
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     tmp = _write_temp(path, write)
     try:
         tmp.replace(path)
