@@ -426,7 +426,9 @@ async def _probe(
     by_family: dict[str, list[ProbeSpec]] = {}
     for spec in plan.specs:
         by_family.setdefault(spec.family, []).append(spec)
-    with CheckpointWriter(folder, source=source.kind.value) as checkpoint:
+    with CheckpointWriter(
+        folder, source=source.kind.value, on_disk_full=recorder.release_reserve
+    ) as checkpoint:
         ctx = FamilyContext(
             client=client,
             settings=settings,

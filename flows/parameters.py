@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
-
-from pydantic import Field
+from typing import Any, TypeVar, get_type_hints
 
 from flows.argtypes import non_negative_int, positive_int
 from freemodels.errors import ConfigError
@@ -31,6 +29,7 @@ from freemodels.errors import ConfigError
 SOURCES = ("auto", "sandbox", "openrouter")
 SUITES = ("standard",)
 LATEST = "latest"
+T = TypeVar("T")
 """``resume`` value meaning the newest unfinished run."""
 
 
@@ -190,6 +189,34 @@ class RunParameters:
     def meta(name: str) -> Meta:
         return _META[name]
 
+    def check(self) -> None:
+        """Each value within its field's bounds and choices, as the command line would check it.
+
+        Deployment runs do not pass through the command line, so this is where a bad ``--param``
+        is refused; the message names the parameter (it becomes the flow run's state message).
+        """
+        for f in fields(self):
+            meta = _META[f.name]
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            expected = _HINTS[f.name]
+            if expected is bool or expected == (bool | None):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"parameter {f.name}: expected true or false, got {value!r}")
+                continue
+            if meta.choices is not None and value not in meta.choices:
+                raise ConfigError(f"parameter {f.name}: {value!r} is not one of {', '.join(meta.choices)}")
+            if meta.arg_type is not None:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"parameter {f.name}: expected a whole number, got {value!r}")
+                try:
+                    meta.arg_type(str(value))
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"parameter {f.name}: {exc}") from None
+            elif not isinstance(value, str):
+                raise ConfigError(f"parameter {f.name}: expected text, got {value!r}")
+
     def setting_overrides(self) -> dict[str, object]:
         """The Settings fields these parameters override (unset ones left out)."""
         overrides: dict[str, object] = {}
@@ -248,40 +275,28 @@ def _default(name: str) -> Any:
 # --- the flow's signature ------------------------------------------------------------------------
 
 
-def flow_signature(fn: Callable[[RunParameters], Any]) -> Callable[..., Any]:
-    """Wrap ``fn(params)`` as a function of the flat keyword parameters of :class:`RunParameters`.
+def flow_signature(fn: Callable[[RunParameters], Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Wrap the async ``fn(params)`` as a function of the flat keyword parameters of the record.
 
-    Prefect reads the parameters of a flow (the deployment's parameter schema, ``--param name=value``)
-    from its signature; this builds that signature from the record, with each field's help text as
-    the parameter's description.
+    Prefect reads a flow's parameters (the deployment's parameter schema, ``--param name=value``)
+    from its signature and their descriptions from the docstring's ``Args:`` section; both are built
+    here from :class:`RunParameters`.
     """
     parameters = [
         inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=f.default,
-            annotation=Annotated[_HINTS[f.name], Field(description=_META[f.name].help)],
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=_HINTS[f.name]
         )
         for f in fields(RunParameters)
     ]
 
-    def wrapper(**kwargs: Any) -> Any:
-        return fn(RunParameters(**kwargs))
+    async def wrapper(**kwargs: Any) -> T:
+        return await fn(RunParameters(**kwargs))
 
+    args = "\n".join(f"    {f.name}: {_META[f.name].help}" for f in fields(RunParameters))
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-        setattr(wrapper, attr, getattr(fn, attr))
-    if inspect.iscoroutinefunction(fn):
-
-        async def async_wrapper(**kwargs: Any) -> Any:
-            return await fn(RunParameters(**kwargs))
-
-        async_wrapper.__signature__ = wrapper.__signature__  # type: ignore[attr-defined]
-        async_wrapper.__annotations__ = wrapper.__annotations__
-        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-            setattr(async_wrapper, attr, getattr(fn, attr))
-        return async_wrapper
+    wrapper.__module__, wrapper.__name__, wrapper.__qualname__ = fn.__module__, fn.__name__, fn.__qualname__
+    wrapper.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n{args}\n"
     return wrapper
 
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.parameters import SUITES, RunParameters
+from flows.parameters import RunParameters
 from freemodels import storage
 from freemodels.candidates import read_candidates
 from freemodels.checks import check_environment
@@ -86,8 +86,7 @@ def _check_same_source(run: RunView, settings: Settings, kind: SourceKind) -> No
 
 def prepare(params: RunParameters) -> Prepared:
     """Resolve and check a run (see the module docstring). Raises the project's one-line errors."""
-    if params.suite not in SUITES:
-        raise ConfigError(f"suite: unknown suite {params.suite!r}; the only suite is 'standard'")
+    params.check()
     settings = settings_for(params)
     resumed: RunView | None = None
     if params.resume:

@@ -342,6 +342,30 @@ def read_deployment(api: str) -> dict[str, object] | None:
     return data
 
 
+def next_scheduled_run(api: str, deployment: Mapping[str, object]) -> datetime | None:
+    """When the deployment's next scheduled run is expected (UTC), or None when none is scheduled."""
+    body = {
+        "deployments": {"id": {"any_": [str(deployment.get("id"))]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 1,
+    }
+    try:
+        response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=HTTP_TIMEOUT_S)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    runs = response.json()
+    if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
+        return None
+    expected = runs[0].get("expected_start_time") or runs[0].get("next_scheduled_start_time")
+    if not isinstance(expected, str):
+        return None
+    when = datetime.fromisoformat(expected.replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def deployment_polled_since(deployment: Mapping[str, object] | None, since: datetime) -> bool:
     """True when a serve process polled the deployment for runs at or after ``since``."""
     if not deployment or not deployment.get("last_polled"):
@@ -562,6 +586,7 @@ class StackStatus:
     running: dict[str, bool]
     server_healthy: bool
     deployment: dict[str, object] | None
+    next_run: datetime | None = None
 
 
 def stack_status(paths: StackPaths) -> StackStatus:
@@ -572,4 +597,5 @@ def stack_status(paths: StackPaths) -> StackStatus:
     running = running_processes(state)
     healthy = running.get(SERVER, False) and server_healthy(state.api_url)
     deployment = read_deployment(state.api_url) if healthy else None
-    return StackStatus(state, running, healthy, deployment)
+    next_run = next_scheduled_run(state.api_url, deployment) if deployment is not None else None
+    return StackStatus(state, running, healthy, deployment, next_run)

@@ -7,6 +7,8 @@ runs, so ``discovery --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flows.argtypes import port, seconds
@@ -104,6 +106,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_deployment(deployment: Mapping[str, object], next_run: datetime | None) -> str:
+    """The deployment's state in the words a person reads."""
+    schedule = "schedule paused" if deployment.get("paused") else "schedule active"
+    polled = deployment.get("last_polled")
+    serving = (
+        f"serve process last asked for runs {polled}"
+        if deployment.get("status") == "READY"
+        else "no serve process is asking for runs (run `uv run discovery up`)"
+    )
+    if deployment.get("paused"):
+        upcoming = "no run scheduled while paused"
+    elif next_run is not None:
+        upcoming = f"next run {next_run.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    else:
+        upcoming = "no run scheduled yet"
+    return f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: {schedule}, {upcoming}; {serving}"
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the processes that `discovery up` started."""
     paths = StackPaths.at(args.stack_dir)
@@ -121,7 +141,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     paths = StackPaths.at(args.stack_dir)
     status = stack_status(paths)
     if status.state is None:
-        print(f"down: no stack recorded in {paths.root}")
+        print(f"stack not running: nothing recorded in {paths.root} (start it with `uv run discovery up`)")
         return 1
     state = status.state
     if args.env:
@@ -133,10 +153,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"API {state.api_url}: {'healthy' if status.server_healthy else 'not answering'}")
     deployment = status.deployment
     if deployment is not None:
-        print(
-            f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: status {deployment.get('status')}, "
-            f"paused {deployment.get('paused')}, last polled {deployment.get('last_polled')}"
-        )
+        print(describe_deployment(deployment, status.next_run))
+    elif status.server_healthy:
+        print(f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: not registered (the serve process registers it)")
     up = all(status.running.values()) and status.server_healthy and deployment is not None
     print()
     print(how_to_use(state) if up else "The stack is not fully up: run `uv run discovery down` then `up`.")

@@ -21,10 +21,10 @@ MB = 1024 * 1024
 
 def check_writable(folder: Path) -> None:
     """``folder`` exists (it is created) and a file can be written in it."""
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"{folder} is a file, not a folder; point the setting at a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if not folder.is_dir():
-            raise StorageError(f"{folder} is not a folder")
         probe = folder / f".write-check.{os.getpid()}.{secrets.token_hex(4)}"
         probe.write_bytes(b"")
         probe.unlink()

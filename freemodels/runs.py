@@ -36,10 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from freemodels import storage
-from freemodels.errors import ConfigError, RunNotFoundError, StorageError
+from freemodels.errors import ConfigError, RunNotFoundError, StorageError, environment_error
 from freemodels.records import RunInfo, RunStatus, RunStep
 
 RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.FAILED})
+RESERVE_FILE = ".space-reserve"
+RESERVE_BYTES = 1024 * 1024
+"""Disk space a running run keeps in its folder, given back when the disk fills up: enough to flush
+the answers still in memory and to record why the run stopped."""
 KILLED_REASON = "the process working on it ended without recording why (killed?)"
 
 
@@ -208,8 +212,6 @@ class RunRecorder:
         try:
             storage.write_run_info(self.folder, self.info)
         except OSError as exc:
-            from freemodels.errors import environment_error
-
             raise environment_error(exc, self.folder / storage.RUN_INFO_FILE) from exc
         if mirror:
             self.mirror()
@@ -224,8 +226,9 @@ class RunRecorder:
             con.close()
 
     def begin(self) -> RunInfo:
-        """Mark the run ``running`` in this process."""
+        """Mark the run ``running`` in this process (and set aside its disk reserve)."""
         pid, host, started = this_process()
+        self._reserve_space()
         return self.save(
             status=RunStatus.RUNNING.value,
             status_reason=None,
@@ -234,6 +237,30 @@ class RunRecorder:
             owner_host=host,
             owner_started=started,
         )
+
+    def _reserve_space(self) -> None:
+        reserve = self.folder / RESERVE_FILE
+        if reserve.is_file():
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with reserve.open("wb") as handle:
+                handle.truncate(0)
+                handle.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the space is really taken
+        except OSError as exc:
+            reserve.unlink(missing_ok=True)
+            raise environment_error(exc, self.folder) from exc
+
+    def release_reserve(self) -> bool:
+        """Give the run's disk reserve back (the disk is full); True when there was one to give."""
+        reserve = self.folder / RESERVE_FILE
+        try:
+            reserve.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        return True
 
     def step_done(self, step: RunStep) -> RunInfo:
         steps = [s for s in self.info.steps_done if s != step.value] + [step.value]
@@ -253,10 +280,17 @@ class RunRecorder:
             "owner_host": None,
             "owner_started": None,
         }
+        self.release_reserve()
         if status is RunStatus.COMPLETED:
             changes["finished_at"] = datetime.now(UTC)
             return self.save(**changes)
-        self.save(mirror=False, **changes)
+        try:
+            self.save(mirror=False, **changes)
+        except StorageError:
+            # The record cannot be written (the disk is full even after the reserve): the run will
+            # show as interrupted (its process gone), and it resumes all the same.
+            self.info = replace(self.info, **changes)
+            return self.info
         with contextlib.suppress(StorageError, OSError):
             self.mirror()
         return self.info

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -143,10 +144,25 @@ def _write_temp(target: Path, write: Callable[[IO[bytes]], object]) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+    except pl.exceptions.PolarsError as exc:
+        tmp.unlink(missing_ok=True)
+        # Polars' writer loses the errno of a full disk ("Invalid thrift: transport error"): ask the
+        # file system, so a full disk reads as one everywhere above.
+        if _nearly_full(target.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target.parent)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _nearly_full(folder: Path, *, below_bytes: int = 1024 * 1024) -> bool:
+    """Whether the file system of ``folder`` has less than ``below_bytes`` free."""
+    try:
+        return shutil.disk_usage(folder).free < below_bytes
+    except OSError:
+        return False
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:

@@ -744,3 +744,56 @@ def test_every_attempt_counts_against_the_daily_budget() -> None:
     outcome = asyncio.run(run_with(server, specs_for(list(script)), limiter=limiter))
     assert len(outcome.results) == sum(server.count.values()) == 5
     assert limiter.used == 5 and limiter.remaining == 95
+
+
+def test_a_resumed_probe_gets_only_the_attempts_it_has_left() -> None:
+    """A probe checkpointed with one 502 (a retryable class) is sent again on resume, but only up to
+    the attempt limit: with 3 allowed and 1 used, two more at most."""
+    script = {"flaky:free": [lambda r: error(502, UPSTREAM)]}
+    key = ("flaky:free", "arithmetic", 0)
+    server = Server(script)
+    outcome = asyncio.run(
+        run_with(
+            server,
+            specs_for(list(script)),
+            settings=plan_settings(max_attempts=3),
+            attempt_offset={key: 1},
+            attempts_used={key: 1},
+        )
+    )
+    assert [r.attempt for r in outcome.results] == [2, 3]
+    assert server.count["flaky:free"] == 2
+
+
+def test_what_a_resume_sends_again() -> None:
+    from datetime import UTC, datetime
+
+    from freemodels import storage
+    from freemodels.records import probes_frame
+
+    def attempt(model: str, n: int, failure: Failure | None) -> ProbeResult:
+        return ProbeResult(
+            run_id="r", model_id=model, family="f", task="arithmetic", sample=0, attempt=n,
+            started_at=datetime(2026, 11, 1, tzinfo=UTC), http_status=None, failure=failure,
+            passed=failure is None,
+        )  # fmt: skip
+
+    rows = [
+        attempt("ok", 1, None),
+        attempt("retryable-once", 1, Failure.PROVIDER_ERROR),  # one attempt of three: send again
+        attempt("retryable-spent", 1, Failure.PROVIDER_ERROR),
+        attempt("retryable-spent", 2, Failure.TIMEOUT),
+        attempt("retryable-spent", 3, Failure.PROVIDER_ERROR),  # all three used: final
+        attempt("definitive", 1, Failure.WRONG_MODEL_ID),  # a retry cannot help: final
+        attempt("account-429", 1, Failure.PROVIDER_ERROR),
+        attempt("account-429", 2, Failure.RATE_LIMIT_ACCOUNT),  # the model was not asked: send again
+    ]
+    probes = probes_frame(rows)
+    done = {m for m, _, _ in storage.completed_probe_keys(probes, max_attempts=3)}
+    assert done == {"ok", "retryable-spent", "definitive"}
+    # Without a limit (older callers) any recorded answer but an account 429 is final.
+    assert {m for m, _, _ in storage.completed_probe_keys(probes)} == {
+        "ok", "retryable-once", "retryable-spent", "definitive"
+    }  # fmt: skip
+    used = storage.attempts_used(probes)
+    assert used[("account-429", "arithmetic", 0)] == 1 and used[("retryable-spent", "arithmetic", 0)] == 3

@@ -49,7 +49,7 @@ def test_down_without_a_stack_says_so(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_status_without_a_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--stack-dir", str(tmp_path / "none")]) == 1
-    assert "down: no stack recorded" in capsys.readouterr().out
+    assert "stack not running: nothing recorded in" in capsys.readouterr().out
 
 
 def test_status_env_prints_the_export_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,3 +109,22 @@ def test_serve_without_a_prefect_server_is_a_clear_error(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert "needs a Prefect server" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_deployment_is_described_in_words() -> None:
+    from datetime import UTC, datetime
+
+    from flows.stack_cli import describe_deployment
+
+    active = {"status": "READY", "paused": False, "last_polled": "2026-11-30T10:00:00Z"}
+    line = describe_deployment(active, datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    assert line == (
+        "deployment discovery/monthly: schedule active, next run 2026-12-01 06:00 UTC; "
+        "serve process last asked for runs 2026-11-30T10:00:00Z"
+    )
+    assert "paused False" not in line
+    paused = describe_deployment({**active, "paused": True, "status": "NOT_READY"}, None)
+    assert paused == (
+        "deployment discovery/monthly: schedule paused, no run scheduled while paused; "
+        "no serve process is asking for runs (run `uv run discovery up`)"
+    )

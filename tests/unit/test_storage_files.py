@@ -509,3 +509,57 @@ def test_a_checkpoint_written_before_the_added_columns_reads_them_as_nulls(tmp_p
     assert read.row(0, named=True)["model_id"] == "m"
     with pytest.raises(StorageError, match="missing column"):
         storage.read_table(path, {**PROBES_SCHEMA, "not_added_later": pl.String()})
+
+
+def test_a_full_disk_gives_back_the_reserve_saves_the_answers_and_still_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from freemodels.storage import checkpoint as checkpoint_module
+
+    real = storage.append_probe_checkpoint
+    failures = iter([OSError(errno.ENOSPC, "No space left on device")])
+
+    def append(run_dir, results):  # type: ignore[no-untyped-def]
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(run_dir, results)
+
+    monkeypatch.setattr(checkpoint_module.runfolder, "append_probe_checkpoint", append)
+    asked: list[bool] = []
+    writer = storage.CheckpointWriter(
+        tmp_path, batch=1, source="sandbox", on_disk_full=lambda: asked.append(True) or True
+    )
+    with pytest.raises(StorageError, match=r"^disk full at .*probes; free some space$"):
+        writer.add(probe("r", "m"))
+    assert asked == [True]
+    assert writer.pending == 0  # written with the room that was given back
+    saved = storage.read_probe_checkpoints(tmp_path)
+    assert saved.height == 1 and saved.item(0, "source") == "sandbox"
+
+
+def test_a_write_error_keeps_the_answers_for_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from freemodels.storage import checkpoint as checkpoint_module
+
+    real = storage.append_probe_checkpoint
+    failures = iter([OSError(errno.EACCES, "Permission denied")])
+
+    def append(run_dir, results):  # type: ignore[no-untyped-def]
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(run_dir, results)
+
+    monkeypatch.setattr(checkpoint_module.runfolder, "append_probe_checkpoint", append)
+    writer = storage.CheckpointWriter(tmp_path, batch=1)
+    with pytest.raises(StorageError, match="permission denied at"):
+        writer.add(probe("r", "m"))
+    assert writer.pending == 1
+    writer.flush()
+    assert writer.pending == 0 and storage.read_probe_checkpoints(tmp_path).height == 1
