@@ -17,7 +17,7 @@ from pathlib import Path
 from flows.parameters import RunParameters
 from freemodels import storage
 from freemodels.candidates import read_candidates
-from freemodels.checks import check_environment
+from freemodels.checks import check_environment, check_reachable
 from freemodels.errors import ConfigError
 from freemodels.records import RunInfo
 from freemodels.runs import RunView, pick_run_to_resume
@@ -117,6 +117,10 @@ def prepare(params: RunParameters) -> Prepared:
 
         load_scenario(Path(params.scenario))
     check_environment(settings)
+    if not PROFILES[kind].simulated:
+        identity = resolve_identity(settings, kind=kind)
+        if identity.base_url:
+            check_reachable(identity.base_url, timeout_s=settings.connect_timeout_s)
     return Prepared(
         params=params,
         settings=settings,

@@ -1,19 +1,25 @@
 """Checks that need no request, run before a run sends its first one.
 
-A damaged database, a folder that cannot be written or a full disk would otherwise be found only
-after the day's quota was spent. Each check raises one :class:`~freemodels.errors.StorageError` line
-naming the path and what to do.
+A damaged database, a folder that cannot be written, a full disk or a host that cannot be reached
+would otherwise be found only after the day's quota was spent (or after Prefect started). Each check
+raises one line (:class:`~freemodels.errors.StorageError`, :class:`~freemodels.errors.SourceError`)
+naming the path or host and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
+import socket
+import urllib.request
 from pathlib import Path
 
+import httpx
+
 from freemodels import storage
-from freemodels.errors import StorageError, environment_error
+from freemodels.errors import SourceError, StorageError, environment_error
 from freemodels.settings import Settings
 
 MB = 1024 * 1024
@@ -55,6 +61,33 @@ def check_database(path: Path) -> None:
         storage.check_health(con, path)
     finally:
         con.close()
+
+
+def check_reachable(url: str, *, timeout_s: float) -> None:
+    """The host of ``url`` resolves and accepts a TCP connection (no request is sent).
+
+    A missing network, a wrong host name or a refused port is then one line in a second, before
+    anything else starts. Behind a proxy (``HTTPS_PROXY`` and the like) the host is reached through
+    it, so the check is left to the first request.
+    """
+    target = httpx.URL(url)
+    host = target.host
+    if not host or urllib.request.getproxies():
+        return
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise SourceError(f"cannot resolve {host} (DNS): no network, or a wrong host name in {url}") from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except TimeoutError:
+        raise SourceError(f"{host} did not accept a connection within {timeout_s:g} s ({url})") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            raise SourceError(f"no network route to {host} ({url})") from None
+        raise SourceError(f"cannot connect to {host} ({url}): connection refused or no network") from None
 
 
 def check_environment(settings: Settings, *, docs: bool = True) -> None:

@@ -112,10 +112,10 @@ def test_a_key_without_network_fails_in_one_line_and_leaves_nothing_to_resume(
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("discovery:")]
-    assert lines == ["discovery: error: cannot connect to 127.0.0.1 (http://127.0.0.1:9/api/v1/models): "
+    assert lines == ["discovery: error: cannot connect to 127.0.0.1 (http://127.0.0.1:9/api/v1): "
                      "connection refused or no network"]  # fmt: skip
     assert "Traceback" not in err
-    assert elapsed < 30, f"an unreachable source took {elapsed:.0f} s to report"
+    assert elapsed < 5, f"an unreachable source took {elapsed:.0f} s to report"
     assert run_folders(data) == []
     monkeypatch.delenv("OPENROUTER_API_KEY")
     assert main(["run", "--resume", *args]) == 2
