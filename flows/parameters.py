@@ -25,8 +25,9 @@ from typing import Any, TypeVar, get_type_hints
 
 from flows.argtypes import non_negative_int, positive_int
 from freemodels.errors import ConfigError
+from freemodels.source import NAMED_SOURCES
 
-SOURCES = ("auto", "sandbox", "openrouter")
+SOURCES = ("auto", *NAMED_SOURCES)
 SUITES = ("standard",)
 LATEST = "latest"
 T = TypeVar("T")

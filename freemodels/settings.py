@@ -163,14 +163,15 @@ class Settings(BaseSettings):
     @field_validator("source")
     @classmethod
     def _check_source(cls, value: str) -> str:
+        from freemodels.source import NAMED_SOURCES  # the profiles import this module
+
         value = value.strip()
-        if value in {"auto", "sandbox", "openrouter"}:
+        if value == "auto" or value in NAMED_SOURCES:
             return value
         if value.startswith(("http://", "https://")):
             return value.rstrip("/")
-        raise ValueError(
-            f"source must be 'auto', 'sandbox', 'openrouter' or an http(s) base URL, not {value!r}"
-        )
+        names = ", ".join(f"'{n}'" for n in ("auto", *NAMED_SOURCES))
+        raise ValueError(f"source must be {names} or an http(s) base URL, not {value!r}")
 
     # --- derived values --------------------------------------------------------------------------
     @property

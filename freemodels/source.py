@@ -88,6 +88,8 @@ class SourceProfile:
     """How the LiteLLM configuration refers to the key (never the key itself)."""
     litellm_sets_api_base: bool
     """The LiteLLM configuration names the server's base URL."""
+    chosen_by_name: bool = True
+    """``--source <kind>`` picks it (the base-URL source is picked by giving a URL instead)."""
 
     def litellm_model(self, model_id: str) -> str:
         """The model name LiteLLM routes for ``model_id`` on this source."""
@@ -157,8 +159,12 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         litellm_prefix="openai/",
         litellm_key_ref="os.environ/OPENAI_API_KEY",
         litellm_sets_api_base=True,
+        chosen_by_name=False,
     ),
 }
+
+NAMED_SOURCES: tuple[str, ...] = tuple(k.value for k, p in PROFILES.items() if p.chosen_by_name)
+"""The values ``--source`` (and ``DISCOVERY_SOURCE``) take besides ``auto`` and a base URL."""
 
 
 def profile_of(kind: str | SourceKind | None) -> SourceProfile | None:

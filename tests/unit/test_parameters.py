@@ -73,7 +73,7 @@ def test_deployment_defaults_and_serve_arguments_come_from_the_record() -> None:
         ({"budget": "5"}, "parameter budget: expected a whole number, got '5'"),
         ({"requests_per_minute": 0}, "parameter requests_per_minute: expected a number of at least 1, got 0"),
         ({"suite": "quick"}, "parameter suite: 'quick' is not one of standard"),
-        ({"source": "elsewhere"}, "parameter source: 'elsewhere' is not one of auto, sandbox, openrouter"),
+        ({"source": "elsewhere"}, "parameter source: 'elsewhere' is not one of auto, openrouter, sandbox"),
         ({"commit_docs": "yes"}, "parameter commit_docs: expected true or false, got 'yes'"),
         ({"base_url": 5}, "parameter base_url: expected text, got 5"),
     ],
