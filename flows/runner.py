@@ -49,7 +49,6 @@ PREFECT_DEFAULTS = {
 TEMPORARY_SERVER_START_TIMEOUT_S = 120.0
 TEMPORARY_SERVER_STOP_TIMEOUT_S = 5.0
 WORKER_DRAIN_TIMEOUT_S = 5.0
-DEFAULT_STACK_DIR = Path(".stack")
 
 
 def configure_prefect() -> None:
@@ -163,7 +162,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api(stack_dir: Path = DEFAULT_STACK_DIR) -> Iterator[str]:
+def prefect_api(stack_dir: Path) -> Iterator[str]:
     """The API a CLI run records into (see the module docstring), set for Prefect for the block."""
     configured = _configured_api_url()
     if configured:
@@ -223,7 +222,9 @@ async def _flow_in_task(params: RunParameters) -> Any:
 def run_discovery(params: RunParameters) -> RunEnd:
     """Run the ``discovery`` flow in this process; raise the project's error when it failed."""
     configure_prefect()
-    with prefect_api():
+    from flows.prepare import settings_for
+
+    with prefect_api(settings_for(params).stack_dir):
         from flows.lifecycle import quiet_expected_errors
 
         quiet_expected_errors()

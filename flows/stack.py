@@ -42,7 +42,6 @@ from freemodels.errors import DiscoveryError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
-DEFAULT_STACK_DIR = Path(".stack")
 DEFAULT_START_TIMEOUT_S = 180.0
 DEFAULT_STOP_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.5

@@ -16,7 +16,6 @@ from flows.parameters import add_deployment_options, deployment_defaults_from_ar
 from flows.stack import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    DEFAULT_STACK_DIR,
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
     DEPLOYMENT_NAME,
@@ -36,9 +35,18 @@ def _stack_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stack-dir",
         type=Path,
-        default=DEFAULT_STACK_DIR,
-        help="folder of the stack's state, Prefect database and logs (default: .stack)",
+        default=None,
+        help="the stack's state, Prefect database and logs (default: .stack, or $DISCOVERY_STACK_DIR)",
     )
+
+
+def _paths(args: argparse.Namespace) -> StackPaths:
+    """The stack folder: ``--stack-dir``, else the ``stack_dir`` setting (``DISCOVERY_STACK_DIR``)."""
+    if args.stack_dir is not None:
+        return StackPaths.at(args.stack_dir)
+    from freemodels.settings import load_settings
+
+    return StackPaths.at(load_settings().stack_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     project_dir = Path.cwd().resolve()
     settings = load_settings()
     config = StackConfig(
-        paths=StackPaths.at(args.stack_dir),
+        paths=_paths(args),
         project_dir=project_dir,
         data_dir=(project_dir / settings.data_dir).resolve(),
         docs_dir=(project_dir / settings.docs_dir).resolve(),
@@ -126,7 +134,7 @@ def describe_deployment(deployment: Mapping[str, object], next_run: datetime | N
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop the processes that `discovery up` started."""
-    paths = StackPaths.at(args.stack_dir)
+    paths = _paths(args)
     outcomes = stop_stack(paths, timeout_s=args.timeout)
     if not outcomes:
         print(f"Nothing to stop: no stack recorded in {paths.root}")
@@ -138,7 +146,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show whether the stack runs; exit 0 when it is up and healthy, 1 otherwise."""
-    paths = StackPaths.at(args.stack_dir)
+    paths = _paths(args)
     status = stack_status(paths)
     if status.state is None:
         print(f"stack not running: nothing recorded in {paths.root} (start it with `uv run discovery up`)")

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     )
     db_path: Path | None = Field(None, description="DuckDB file; defaults to <data_dir>/discovery.duckdb.")
     docs_dir: Path = Field(Path("docs"), description="Where the Markdown reports are written.")
+    stack_dir: Path = Field(
+        Path(".stack"),
+        description=(
+            "The local Prefect stack's folder (`discovery up`); while it runs, `discovery run` records "
+            "into its server."
+        ),
+    )
 
     # --- the source ----------------------------------------------------------------------------
     source: str = Field(

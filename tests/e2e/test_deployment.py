@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime
 
@@ -16,7 +17,8 @@ import duckdb
 import pytest
 
 from flows.stack import SERVE, StackPaths, is_running, load_state
-from tests.e2e.conftest import CompletedRun, RunningStack, dump
+from freemodels.storage import read_run_info as load_run_info
+from tests.e2e.conftest import CompletedRun, RunningStack, _discovery_command, dump
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -114,9 +116,30 @@ def test_up_again_says_already_up(stack: RunningStack) -> None:
 def test_status_reports_the_running_stack(stack: RunningStack) -> None:
     result = stack.discovery("status", "--stack-dir", str(stack.stack_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "deployment discovery/monthly: status READY" in result.stdout
+    assert "deployment discovery/monthly: schedule active, next run 20" in result.stdout
+    assert "serve process last asked for runs" in result.stdout
+    assert "paused False" not in result.stdout
     env_line = stack.discovery("status", "--env", "--stack-dir", str(stack.stack_dir))
     assert env_line.stdout.strip() == f"export PREFECT_API_URL={stack.api_url}"
+
+
+def test_discovery_run_records_into_the_running_stack(stack: RunningStack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With the stack up, ``discovery run`` uses its server (the run shows in its UI) instead of
+    starting a temporary one."""
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    env = {**stack.env, "DISCOVERY_STACK_DIR": str(stack.stack_dir)}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run(
+        [*_discovery_command(), "run", "--source", "sandbox", "--max-models", "1", "--data-dir", str(data),
+         "--docs-dir", str(docs)],
+        cwd=stack.workdir, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, dump(result)
+    assert f"View at {stack.ui_url}/runs/flow-run/" in result.stdout + result.stderr
+    assert "Starting temporary server" not in result.stdout + result.stderr
+    (folder,) = [p for p in (data / "runs").iterdir() if p.is_dir()]
+    flow_run_id = load_run_info(folder).prefect_flow_run_id
+    assert stack.api("GET", f"/flow_runs/{flow_run_id}")["state"]["type"] == "COMPLETED"
 
 
 def test_restarting_the_serve_process_keeps_the_schedule(
