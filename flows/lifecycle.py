@@ -79,9 +79,12 @@ def sigterm_cancels_this_task() -> Iterator[None]:
     """
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    if task is None:
+        yield
+        return
     try:
         previous = signal.getsignal(signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGTERM, task.cancel) if task is not None else None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
     except (ValueError, RuntimeError, NotImplementedError):
         yield
         return
