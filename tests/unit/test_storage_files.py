@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -511,15 +512,12 @@ def test_a_checkpoint_written_before_the_added_columns_reads_them_as_nulls(tmp_p
         storage.read_table(path, {**PROBES_SCHEMA, "not_added_later": pl.String()})
 
 
-def test_a_full_disk_gives_back_the_reserve_saves_the_answers_and_still_stops(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import errno
-
+def _fail_first_append(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """The next checkpoint part fails with ``OSError(code)``; later ones are written."""
     from freemodels.storage import checkpoint as checkpoint_module
 
     real = storage.append_probe_checkpoint
-    failures = iter([OSError(errno.ENOSPC, "No space left on device")])
+    failures = iter([OSError(code, os.strerror(code))])
 
     def append(run_dir, results):  # type: ignore[no-untyped-def]
         error = next(failures, None)
@@ -528,6 +526,12 @@ def test_a_full_disk_gives_back_the_reserve_saves_the_answers_and_still_stops(
         return real(run_dir, results)
 
     monkeypatch.setattr(checkpoint_module.runfolder, "append_probe_checkpoint", append)
+
+
+def test_a_full_disk_gives_back_the_reserve_saves_the_answers_and_still_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_first_append(monkeypatch, errno.ENOSPC)
     asked: list[bool] = []
     writer = storage.CheckpointWriter(
         tmp_path, batch=1, source="sandbox", on_disk_full=lambda: asked.append(True) or True
@@ -543,20 +547,7 @@ def test_a_full_disk_gives_back_the_reserve_saves_the_answers_and_still_stops(
 def test_a_write_error_keeps_the_answers_for_the_next_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import errno
-
-    from freemodels.storage import checkpoint as checkpoint_module
-
-    real = storage.append_probe_checkpoint
-    failures = iter([OSError(errno.EACCES, "Permission denied")])
-
-    def append(run_dir, results):  # type: ignore[no-untyped-def]
-        error = next(failures, None)
-        if error is not None:
-            raise error
-        return real(run_dir, results)
-
-    monkeypatch.setattr(checkpoint_module.runfolder, "append_probe_checkpoint", append)
+    _fail_first_append(monkeypatch, errno.EACCES)
     writer = storage.CheckpointWriter(tmp_path, batch=1)
     with pytest.raises(StorageError, match="permission denied at"):
         writer.add(probe("r", "m"))
