@@ -121,6 +121,16 @@ class Settings(BaseSettings):
             "gets one request at a time."
         ),
     )
+    listing_requests_per_minute: int = Field(
+        240,
+        ge=1,
+        le=100_000,
+        description=(
+            "Pace of the free signals read before probing (each free model's endpoints listing): "
+            "they cost no chat quota, but are asked for politely."
+        ),
+    )
+    listing_concurrency: int = Field(4, ge=1, le=64, description="Endpoints listings read at once.")
     max_response_bytes: int = Field(
         2_000_000, ge=1024, le=100_000_000, description="Cap on bytes read from one response."
     )
