@@ -399,3 +399,47 @@ def _median(column: pl.Series) -> float | None:
         return None
     value = values.median()
     return float(value) if isinstance(value, int | float) else None
+
+
+LATENCY_FACTOR = 2.0
+"""Measured and reported time to first token disagree when one is more than this many times the other
+(and they are ``LATENCY_MIN_GAP_MS`` apart)."""
+LATENCY_MIN_GAP_MS = 500.0
+UPTIME_UP = 90.0
+"""Reported uptime (percent) from which the source calls a model up."""
+UPTIME_DOWN = 50.0
+"""Reported uptime below which the source calls a model down."""
+
+
+def disagreements(
+    rep: Reported,
+    *,
+    measured_ttft_ms: float | None,
+    success_rate: float | None,
+    transient_cause: str | None,
+) -> list[str]:
+    """Where what the source reports and what was measured disagree, as short phrases (project text).
+
+    Latency: the measured P50 TTFT is more than :data:`LATENCY_FACTOR` times the reported P50 (or
+    less than its inverse) and at least :data:`LATENCY_MIN_GAP_MS` away. Uptime (30 minutes, else a
+    day): reported up (from :data:`UPTIME_UP`) while every probe failed for a transient cause
+    (``transient_cause``, a failure title), or reported down (below :data:`UPTIME_DOWN`) while most
+    probes passed. The source leaves rate-limited requests out of its uptime, so an upstream 429 shows
+    as a disagreement on purpose: the figure does not count what stops a free user.
+    """
+    found: list[str] = []
+    reported_ms = rep.latency_p50_ms
+    if measured_ttft_ms is not None and reported_ms is not None and reported_ms > 0 and measured_ttft_ms > 0:
+        ratio = measured_ttft_ms / reported_ms
+        gap = abs(measured_ttft_ms - reported_ms)
+        if gap >= LATENCY_MIN_GAP_MS and ratio > LATENCY_FACTOR:
+            found.append(f"TTFT {ratio:.1f}× the reported")
+        elif gap >= LATENCY_MIN_GAP_MS and ratio < 1 / LATENCY_FACTOR:
+            found.append(f"TTFT {1 / ratio:.1f}× faster than reported")
+    uptime = rep.uptime_30m if rep.uptime_30m is not None else rep.uptime_1d
+    if uptime is not None and success_rate is not None:
+        if uptime >= UPTIME_UP and success_rate == 0 and transient_cause:
+            found.append(f"reported up ({round(uptime, 1):g} %), every probe failed: {transient_cause.lower()}")
+        elif uptime < UPTIME_DOWN and success_rate >= 0.5:
+            found.append(f"reported down ({round(uptime, 1):g} %), answered here")
+    return found

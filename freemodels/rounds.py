@@ -495,3 +495,37 @@ def plan_models(free: pl.DataFrame, providers: Mapping[str, str] | None = None) 
         PlanModel(model_id=m, family=f or m, created=c, provider=(providers or {}).get(m))
         for m, f, c in free.select("model_id", "family", "created").iter_rows()
     ]
+
+
+# --- what a run spent, from its probes table (for the reports) ----------------------------------
+
+
+def spend_by_phase(probes: pl.DataFrame, screening_task: str | None = None) -> dict[str, int]:
+    """How the requests of a run were spent, from its attempts: ``screening`` (the first attempt of
+    each model's first probe), ``deepening`` (the first attempt of every other probe) and ``retries``
+    (every later attempt, those the account's own limit refused included). Ties in start time put
+    ``screening_task`` first."""
+    spent = {"screening": 0, "deepening": 0, "retries": 0}
+    if probes.is_empty():
+        return spent
+    key = ["model_id", "task", "sample"]
+    firsts = (
+        probes.sort([*key, "attempt"])
+        .group_by(key, maintain_order=True)
+        .agg(pl.col("started_at").first(), pl.len().alias("attempts"))
+        .with_columns((pl.col("task") != (screening_task or "")).alias("_later"))
+        .sort(["model_id", "started_at", "_later", "task", "sample"], nulls_last=True)
+    )
+    screened = firsts.group_by("model_id", maintain_order=True).head(1).height
+    spent["screening"] = screened
+    spent["deepening"] = firsts.height - screened
+    spent["retries"] = int(firsts.get_column("attempts").sum()) - firsts.height
+    return spent
+
+
+def probes_done(probes: pl.DataFrame) -> dict[str, int]:
+    """Model id -> its probes (model, task, sample) with at least one attempt."""
+    if probes.is_empty():
+        return {}
+    counted = probes.select("model_id", "task", "sample").unique().group_by("model_id").len()
+    return {m: int(n) for m, n in counted.iter_rows()}

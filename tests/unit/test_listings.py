@@ -398,3 +398,45 @@ def test_models_user_without_a_key_is_quietly_unknown() -> None:
             return await fetch_user_models(client)
 
     assert asyncio.run(go()) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# reported beside measured
+
+
+def rep(latency: float | None = 800.0, uptime: float | None = 99.0) -> Any:
+    from freemodels.listings import Reported
+
+    return Reported(
+        latency_p50_ms=latency, uptime_30m=uptime, uptime_1d=None, throughput_p50=None, providers=()
+    )
+
+
+@pytest.mark.parametrize(
+    ("reported_", "ttft", "success", "cause", "expected"),
+    [
+        (rep(), 900.0, 1.0, None, []),  # close enough
+        (rep(800.0), 2400.0, 1.0, None, ["TTFT 3.0× the reported"]),
+        (rep(3000.0), 1000.0, 1.0, None, ["TTFT 3.0× faster than reported"]),
+        (rep(100.0), 300.0, 1.0, None, []),  # 3× but only 0.2 s apart: noise
+        (
+            rep(uptime=99.6),
+            None,
+            0.0,
+            "Rate limited upstream / no capacity",
+            ["reported up (99.6 %), every probe failed: rate limited upstream / no capacity"],
+        ),
+        (rep(uptime=99.6), None, 0.0, None, []),  # failed for a cause uptime does not measure (wrong answer)
+        (rep(uptime=35.0), 500.0, 1.0, None, ["reported down (35 %), answered here"]),
+        (rep(None, None), 500.0, 1.0, None, []),
+    ],
+)
+def test_disagreements(
+    reported_: Any, ttft: float | None, success: float, cause: str | None, expected: list[str]
+) -> None:
+    from freemodels.listings import disagreements
+
+    assert (
+        disagreements(reported_, measured_ttft_ms=ttft, success_rate=success, transient_cause=cause)
+        == expected
+    )

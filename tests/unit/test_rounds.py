@@ -491,3 +491,33 @@ def test_attempts_from_a_probes_table_keep_the_order_and_what_the_plan_needs() -
     assert [a.failure for a in got] == [Failure.PROVIDER_ERROR, None]
     assert got[1].in_reasoning and got[1].total_ms == 5.0
     assert attempts_from_frame(probes_frame([])) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# what a run spent (reports)
+
+
+def test_spend_by_phase_counts_screening_deepening_and_retries_from_the_attempts() -> None:
+    from datetime import timedelta
+
+    from freemodels.rounds import probes_done, spend_by_phase
+
+    def attempt(model: str, task: str, n: int, at: int, failure: Failure | None = None) -> ProbeResult:
+        return ProbeResult(
+            "r", model, "f", task, 0, n, T0 + timedelta(seconds=at), 200, failure, failure is None
+        )
+
+    rows = [
+        attempt("a/m", SCREEN, 1, 0, Failure.PROVIDER_ERROR),  # screening
+        attempt("b/m", SCREEN, 1, 1),  # screening
+        attempt("a/m", SCREEN, 2, 5),  # retry
+        attempt("b/m", "arithmetic", 1, 6, Failure.RATE_LIMIT_ACCOUNT),  # deepening (refused by the account)
+        attempt("b/m", "arithmetic", 2, 7),  # retry
+        attempt("b/m", "reverse_words", 1, 7),  # deepening
+        attempt("c/m", "arithmetic", 1, 3),  # a model whose first probe was not the screening task
+        attempt("c/m", SCREEN, 1, 3),  # same start: the screening task counts as its first
+    ]
+    assert spend_by_phase(probes_frame(rows), SCREEN) == {"screening": 3, "deepening": 3, "retries": 2}
+    assert sum(spend_by_phase(probes_frame(rows), SCREEN).values()) == len(rows)
+    assert spend_by_phase(probes_frame([]), SCREEN) == {"screening": 0, "deepening": 0, "retries": 0}
+    assert probes_done(probes_frame(rows)) == {"a/m": 1, "b/m": 3, "c/m": 2}
