@@ -146,6 +146,23 @@ class Settings(BaseSettings):
         3, ge=1, le=100, description="Fewest successful samples before a model is tiered."
     )
     max_models: int | None = Field(None, ge=1, description="Probe at most this many free models (None: all).")
+    probe_all: bool = Field(
+        False,
+        description=(
+            "Probe the models the free signals settle (no endpoints listed, not routable for the key) "
+            "with chat requests anyway."
+        ),
+    )
+
+    progress_every_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the progress line is logged while probing when the output is not a terminal "
+            "(on a terminal it is redrawn in place twice a second)."
+        ),
+    )
 
     # --- the environment ---------------------------------------------------------------------
     min_free_disk_mb: int = Field(
