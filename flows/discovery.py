@@ -43,7 +43,7 @@ from freemodels import storage
 from freemodels.client import KeyInfo
 from freemodels.errors import DiscoveryError
 from freemodels.progress import ProgressReporter, Snapshot, eta_s
-from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, ProbeSpec, RunInfo, RunStatus, RunStep
+from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep
 from freemodels.rounds import Round, RoundPlanner
 from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome, RateLimiter
@@ -56,7 +56,7 @@ from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpri
 from tasks.filter_free import families, filter_free_task
 from tasks.free_signals import read_free_signals, read_free_signals_task
 from tasks.plan_probes import plan_rounds_task
-from tasks.probe_round import RoundContext, probe_round, probe_round_task, round_summary
+from tasks.probe_round import RoundContext, probe_round, probe_round_task, round_summary, run_rounds
 from tasks.rank import rank_task
 from tasks.render import RenderOutcome, render_task
 from tasks.store import store_task
@@ -491,8 +491,17 @@ async def _probe(
             cost_guard=source.profile.cost_guard,
             reset_epoch_ms=source.profile.reset_header_epoch_ms,
         )
+
+        def ended(plan_round: Round, outcome: PlanOutcome) -> None:
+            progress.clear()
+            template, args = round_summary(plan_round, outcome)
+            logger.info(template, *args)
+
+        def starting(plan_round: Round) -> None:
+            progress.round_name = plan_round.name
+
         async with progress.running():
-            await _rounds(planner, limiter, ctx, steps, progress, logger)
+            await run_rounds(planner, ctx, send=steps.probe_round, starting=starting, ended=ended)
     quota_after = await steps.fetch_quota(client)
     probes = storage.read_probe_checkpoints(folder)
     notes = source_notes(
@@ -535,31 +544,6 @@ async def _free_signals(
     )
     storage.write_table(path, endpoints, schema=ENDPOINTS_SCHEMA)
     return endpoints
-
-
-async def _rounds(
-    planner: RoundPlanner,
-    limiter: RateLimiter,
-    ctx: RoundContext,
-    steps: Steps,
-    progress: ProgressReporter,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> None:
-    """Send round after round until the plan has nothing left or the budget is spent."""
-    while (plan_round := planner.next_round(limiter.remaining)) is not None:
-        progress.round_name = plan_round.name
-        asked_before = planner.requests
-        outcome = await steps.probe_round(plan_round, ctx)
-        planner.end_round({_key(d.spec): d.not_before for d in outcome.deferred})
-        progress.clear()
-        template, args = round_summary(plan_round, outcome)
-        logger.info(template, *args)
-        if outcome.quota_exhausted or limiter.day_exhausted or planner.requests == asked_before:
-            break  # the budget is spent, or a round changed nothing: the next would repeat it
-
-
-def _key(spec: ProbeSpec) -> tuple[str, str, int]:
-    return (spec.model_id, spec.task, spec.sample)
 
 
 def _reporter(

@@ -9,8 +9,9 @@ never catalog text.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 from prefect import task
@@ -19,8 +20,8 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from freemodels.failures import Failure
-from freemodels.records import ProbeResult
-from freemodels.rounds import Round
+from freemodels.records import ProbeResult, ProbeSpec
+from freemodels.rounds import Round, RoundPlanner
 from freemodels.scheduler import PlanOutcome, RateLimiter, run_plan
 from freemodels.settings import Settings
 from freemodels.suite import TaskInstance
@@ -74,6 +75,42 @@ async def probe_round(plan_round: Round, ctx: RoundContext) -> PlanOutcome:
         retry_transient=plan_round.retry_transient,
         not_before=plan_round.not_before,
     )
+
+
+class SendRound(Protocol):
+    def __call__(self, plan_round: Round, ctx: RoundContext) -> Awaitable[PlanOutcome]: ...
+
+
+async def run_rounds(
+    planner: RoundPlanner,
+    ctx: RoundContext,
+    *,
+    send: SendRound = probe_round,
+    starting: Callable[[Round], None] | None = None,
+    ended: Callable[[Round, PlanOutcome], None] | None = None,
+) -> int:
+    """Send round after round until the plan has nothing left or the budget is spent; returns the
+    number of rounds sent. ``send`` sends one round (the Prefect task in a flow); ``starting`` and
+    ``ended`` are told about each round. Every attempt reaches the plan through ``ctx.on_result``.
+    """
+    limiter = ctx.limiter
+    sent = 0
+    while (plan_round := planner.next_round(limiter.remaining)) is not None:
+        if starting is not None:
+            starting(plan_round)
+        asked_before = planner.requests
+        outcome = await send(plan_round, ctx)
+        sent += 1
+        planner.end_round({_key(d.spec): d.not_before for d in outcome.deferred})
+        if ended is not None:
+            ended(plan_round, outcome)
+        if outcome.quota_exhausted or limiter.day_exhausted or planner.requests == asked_before:
+            break  # the budget is spent, or a round changed nothing: the next would repeat it
+    return sent
+
+
+def _key(spec: ProbeSpec) -> tuple[str, str, int]:
+    return (spec.model_id, spec.task, spec.sample)
 
 
 def round_summary(plan_round: Round, outcome: PlanOutcome) -> tuple[str, tuple[object, ...]]:
