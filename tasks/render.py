@@ -595,8 +595,12 @@ def _compared(
     found: dict[str, dict[str, Any]] = {}
     for model_id, rep in reported(endpoints).items():
         row = rows.get(model_id, {})
-        probed = row.get("verdict") in TESTED_VERDICTS and int(row.get("n") or 0) > 0
         cause = row.get("root_cause")
+        # Compared: models that answered or failed transiently (a model a failure ruled out, or one
+        # settled without a request, says nothing about the provider's latency or uptime).
+        probed = (
+            row.get("verdict") in TESTED_VERDICTS and int(row.get("n") or 0) > 0 and cause not in _SETTLING
+        )
         transient = None
         if cause:
             try:
