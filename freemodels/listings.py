@@ -439,7 +439,8 @@ def disagreements(
     uptime = rep.uptime_30m if rep.uptime_30m is not None else rep.uptime_1d
     if uptime is not None and success_rate is not None:
         if uptime >= UPTIME_UP and success_rate == 0 and transient_cause:
-            found.append(f"reported up ({round(uptime, 1):g} %), every probe failed: {transient_cause.lower()}")
+            cause = transient_cause.lower()
+            found.append(f"reported up ({round(uptime, 1):g} %), every probe failed: {cause}")
         elif uptime < UPTIME_DOWN and success_rate >= 0.5:
             found.append(f"reported down ({round(uptime, 1):g} %), answered here")
     return found

@@ -124,7 +124,7 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
     status_reason: str | None = None  # why a run failed or was interrupted (one line)
     steps_done: list[str] = field(default_factory=list)  # RunStep values, in the order done
-    untested_models: int | None = None  # free models the daily quota left untested
+    untested_models: int | None = None  # free models the quota left without a verdict or part-tested
     owner_pid: int | None = None  # the process working on the run while it is running
     owner_host: str | None = None
     owner_started: int | None = None  # that process's start time (clock ticks since boot)
