@@ -254,7 +254,8 @@ class RoundPlanner:
     # --- views -------------------------------------------------------------------------------------
 
     def _state(self, key: ProbeKey, probe: _Probe | None) -> str:
-        """``pending`` (never asked), ``final`` or ``retry`` (a retryable failure, attempts left)."""
+        """``pending`` (never asked), ``final``, ``retry`` (a retryable failure with attempts left) or
+        ``blocked`` (one the executor would not retry in this run: see :meth:`end_round`)."""
         if probe is None or probe.asked == 0:
             return "pending"
         if probe.failure is None or not _retryable(probe.failure) or probe.asked >= self.max_attempts:
