@@ -131,7 +131,7 @@ def test_quota_benchmark_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -
 
     assert bench_quota.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert "default sandbox: 29 free models; staged limits 600/min and 50/day" in out
+    assert "default sandbox: 29 free models; staged limits 3000/min and 50/day" in out
     assert re.search(r"adaptive rounds: round-1-screening \(\d+\)", out), out
     lines = assert_lines(
         out,
@@ -140,7 +140,7 @@ def test_quota_benchmark_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -
             rf"ratio verdicts_per_request adaptive=({NUMBER}) static=({NUMBER}) adaptive/static=({NUMBER})",
             rf"ratio requests_per_ruled_out_model adaptive_max=(\d+) static_max=(\d+) target<=1 {VERDICT}",
             rf"ratio rotation_with_full_suite adaptive=(\d+) static=(\d+) target>=3 {VERDICT}",
-            rf"ratio time_to_judge_all/floor=({NUMBER}) static=(?:never|{NUMBER}) floor=3s "
+            rf"ratio time_to_judge_all/floor=({NUMBER}) static=(?:never|{NUMBER}) floor=1s "
             rf"target<=1\.15 {VERDICT}",
         ],
     )
