@@ -553,6 +553,8 @@ def _reporter(
     settings: Settings,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> ProgressReporter:
+    """The run's progress line (:mod:`freemodels.progress`): what this process has sent and what the
+    plan and the budget leave; live on a terminal, logged every ``progress_every_s`` otherwise."""
     start = limiter.used
 
     def snapshot() -> Snapshot:
