@@ -10,7 +10,7 @@ is. Rounds alternate the order (A/B, then B/A); the ratio is the median over rou
 Prefect talks to a throwaway local server (``prefect_test_harness``) whose startup is timed apart and
 left out of the ratio; with ``PREFECT_API_URL`` already set, that server is used instead. One warm-up
 run per side (two models, no staged latency) goes first and is not counted. The Prefect client then
-counts the task runs of every measured flow run.
+counts the task runs of every measured flow run (one per probe round, one per other step).
 
     uv run python bench/bench_orchestration.py            # 29 models x 3 tasks, 2 rounds, ~3 minutes
     uv run python bench/bench_orchestration.py --quick    # 2 models, short latency, 1 round
@@ -80,6 +80,7 @@ class Run:
     summary: RunSummary
     families: int
     task_runs: int | None = None
+    probe_rounds: int | None = None
 
 
 def _parameters(scenario: Path, folder: Path, max_models: int | None) -> dict[str, object]:
@@ -106,8 +107,8 @@ def _stored_run(summary: RunSummary) -> tuple[str | None, int]:
     return flow_run_id, int(families)
 
 
-async def count_task_runs(flow_run_id: str) -> int:
-    """Task runs the Prefect API recorded for one flow run."""
+async def task_run_names(flow_run_id: str) -> list[str]:
+    """The names of the task runs the Prefect API recorded for one flow run."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -115,7 +116,7 @@ async def count_task_runs(flow_run_id: str) -> int:
         runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])), limit=200
         )
-    return len(runs)
+    return [run.name for run in runs]
 
 
 def run_once(side: str, round_no: int, scenario: Path, folder: Path, max_models: int | None) -> Run:
@@ -129,12 +130,14 @@ def run_once(side: str, round_no: int, scenario: Path, folder: Path, max_models:
     if summary.status != "completed":
         raise SystemExit(f"{side} run ended {summary.status}: {summary.describe()}")
     flow_run_id, families = _stored_run(summary)
-    task_runs = None
+    task_runs = probe_rounds = None
     if side == "prefect":
         if flow_run_id is None:
             raise SystemExit("the flow run stored no Prefect flow run id")
-        task_runs = asyncio.run(count_task_runs(flow_run_id))
-    return Run(side, round_no, wall, summary, families, task_runs)
+        names = asyncio.run(task_run_names(flow_run_id))
+        task_runs = len(names)
+        probe_rounds = sum(1 for name in names if name.startswith("round-"))
+    return Run(side, round_no, wall, summary, families, task_runs, probe_rounds)
 
 
 @contextlib.contextmanager
@@ -208,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     added_s = statistics.median(r["prefect"] - r["plain"] for r in by_round.values())
     task_runs = max(run.task_runs or 0 for run in runs)
     print(f"Prefect adds {added_s:.2f} s per discovery (median over rounds)")
-    families = runs[0].families
+    rounds = max(run.probe_rounds or 0 for run in runs)
     print(
         f"task runs per discovery: {task_runs} "
-        f"({families} test-by-family, {task_runs - families} for the other steps)"
+        f"({rounds} probe rounds, {task_runs - rounds} for the other steps)"
     )
     if args.json:
         print(

@@ -2,7 +2,8 @@
 
 ::
 
-    prepare ─► fetch-catalog ─► filter-free ─► plan-probes ─► test-by-family (one task run per family)
+    prepare ─► fetch-catalog ─► filter-free ─► read-free-signals ─► plan-probes
+        ─► probe-round (one task run per round: screening, retries, deepening, ...)
         ─► analyze-failures ─► rank ─► store (Parquet → DuckDB, with the changes) ─► render
         ─► artifacts ─► alerts ─► docs commit
 
@@ -10,8 +11,9 @@ The flow only wires the steps. :func:`flows.prepare.prepare` resolves the parame
 machine before anything is written; :mod:`freemodels.runs` records the run's lifecycle; every step
 is recorded when done, so a resumed run does only what is left. The flow owns the shared resources:
 the source (the sandbox server when the source is the sandbox), one ``httpx.AsyncClient`` and one
-account-wide rate limiter, created once and passed down. The family task runs are awaited together on
-the flow's event loop, so they share the client and the limiter.
+account-wide rate limiter, created once and passed down. The plan (:mod:`freemodels.rounds`) decides
+each round when the one before has ended; every attempt goes to the checkpoint, the plan and the
+progress line as it completes.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import httpx
 import polars as pl
@@ -39,9 +42,11 @@ from flows.prepare import Prepared, prepare
 from freemodels import storage
 from freemodels.client import KeyInfo
 from freemodels.errors import DiscoveryError
-from freemodels.records import ProbeSpec, RunInfo, RunStatus, RunStep
+from freemodels.progress import ProgressReporter, Snapshot, eta_s
+from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep
+from freemodels.rounds import Round, RoundPlanner
 from freemodels.runs import RunRecorder
-from freemodels.scheduler import PlanOutcome
+from freemodels.scheduler import PlanOutcome, RateLimiter
 from freemodels.settings import Settings
 from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
@@ -49,11 +54,12 @@ from freemodels.suite import SUITE_VERSION, TASKS, build_suite
 from tasks.analyze_failures import analyze_failures_task
 from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpriced_as_free
 from tasks.filter_free import families, filter_free_task
-from tasks.plan_probes import ProbePlan, plan_probes_task
+from tasks.free_signals import read_free_signals, read_free_signals_task
+from tasks.plan_probes import plan_rounds_task
+from tasks.probe_round import RoundContext, probe_round, probe_round_task, round_summary, run_rounds
 from tasks.rank import rank_task
 from tasks.render import RenderOutcome, render_task
 from tasks.store import store_task
-from tasks.test_by_family import FamilyContext, test_by_family_task, test_family
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +72,9 @@ class RunSummary:
     status: str
     catalog_models: int
     free_models: int
-    tested_models: int
+    tested_models: int  # free models with a verdict (probed, or settled by the free signals)
     working_models: int
-    untested_models: int
+    untested_models: int  # free models with probes left for a later run (no verdict, or part of the suite)
     probes_sent: int
     quota_before: int | None
     quota_after: int | None
@@ -76,19 +82,31 @@ class RunSummary:
     run_dir: str
     documents: list[str] = field(default_factory=list)
     resumed: bool = False
+    settled_models: int = 0  # settled by the free signals, without a chat request
+    no_verdict_models: int = 0  # left without any verdict by the quota
 
     def describe(self) -> str:
         profile = profile_of(self.source)
         label = profile.run_label if profile else self.source
+        settled = f", {self.settled_models} of them from their listings alone" if self.settled_models else ""
         lines = [
             f"run {self.run_id} ({label}, {self.base_url}): {self.status}",
             f"  catalog: {self.catalog_models} models, {self.free_models} free",
-            f"  tested:  {self.tested_models} models with {self.probes_sent} requests; "
+            f"  judged:  {self.tested_models} models{settled}; {self.probes_sent} requests; "
             f"{self.working_models} working",
         ]
         if self.untested_models:
+            partial = self.untested_models - self.no_verdict_models
+            left = ", ".join(
+                text
+                for count, text in (
+                    (self.no_verdict_models, f"{self.no_verdict_models} without a verdict"),
+                    (partial, f"{partial} with part of the suite"),
+                )
+                if count
+            )
             lines.append(
-                f"  untested (quota): {self.untested_models} models — continue with "
+                f"  left for later (quota): {left} — continue with "
                 f"`discovery run --resume {self.run_id}` when the quota resets (00:00 UTC)"
             )
         if self.quota_before is not None:
@@ -123,21 +141,37 @@ class FilterFree(Protocol):
     def __call__(self, catalog: pl.DataFrame, max_models: int | None = None) -> pl.DataFrame: ...
 
 
-class PlanProbes(Protocol):
+class ReadFreeSignals(Protocol):
+    def __call__(
+        self,
+        client: httpx.AsyncClient,
+        free: pl.DataFrame,
+        catalog_ids: Sequence[str],
+        *,
+        run_id: str,
+        settings: Settings,
+        lists_endpoints: bool,
+        reads_user_models: bool,
+    ) -> Awaitable[pl.DataFrame]: ...
+
+
+class PlanRounds(Protocol):
     def __call__(
         self,
         free: pl.DataFrame,
         tasks: Sequence[str],
+        *,
+        endpoints: pl.DataFrame,
+        done: pl.DataFrame,
         samples: int = 1,
-        budget: int | None = None,
-        done: Any = (),
-    ) -> ProbePlan: ...
+        max_attempts: int = 3,
+        batch: int = 3,
+        probe_all: bool = False,
+    ) -> RoundPlanner: ...
 
 
-class TestFamily(Protocol):
-    def __call__(
-        self, family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
-    ) -> Awaitable[PlanOutcome]: ...
+class ProbeRound(Protocol):
+    def __call__(self, plan_round: Round, ctx: RoundContext) -> Awaitable[PlanOutcome]: ...
 
 
 class Analyze(Protocol):
@@ -148,6 +182,7 @@ class Analyze(Protocol):
         catalog_ids: Sequence[str],
         run_id: str,
         candidates: Sequence[str],
+        endpoints: pl.DataFrame | None = None,
     ) -> pl.DataFrame: ...
 
 
@@ -188,8 +223,9 @@ class Steps:
     fetch_catalog: FetchCatalog
     fetch_quota: FetchQuota
     filter_free: FilterFree
-    plan_probes: PlanProbes
-    test_family: TestFamily
+    read_free_signals: ReadFreeSignals
+    plan_rounds: PlanRounds
+    probe_round: ProbeRound
     analyze: Analyze
     rank: Rank
     store: Store
@@ -197,13 +233,11 @@ class Steps:
     in_prefect: bool = False  # inside a flow run: tag it, publish artifacts, emit alert events
 
 
-def _prefect_test_family(
-    family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
-) -> Awaitable[PlanOutcome]:
-    # A callable name: Prefect formats a string name with the task's parameters, and a family name
-    # comes from the catalog (a "{...}" in it must never be interpreted).
-    name = f"test-{family}"
-    run = test_by_family_task.with_options(task_run_name=lambda: name)(family, specs, ctx)
+def _prefect_probe_round(plan_round: Round, ctx: RoundContext) -> Awaitable[PlanOutcome]:
+    # A callable name: Prefect formats a string name with the task's parameters. The round's name is
+    # project text only (``round-2-retries``), but a callable is never formatted at all.
+    name = plan_round.name
+    run = probe_round_task.with_options(task_run_name=lambda: name)(plan_round, ctx)
     return cast(Awaitable[PlanOutcome], run)  # a State only when the run is being interrupted
 
 
@@ -211,8 +245,9 @@ PREFECT_STEPS = Steps(
     fetch_catalog=fetch_catalog_task,
     fetch_quota=fetch_quota_task,
     filter_free=filter_free_task,
-    plan_probes=plan_probes_task,
-    test_family=_prefect_test_family,
+    read_free_signals=read_free_signals_task,
+    plan_rounds=plan_rounds_task,
+    probe_round=_prefect_probe_round,
     analyze=analyze_failures_task,
     rank=rank_task,
     store=store_task,
@@ -224,8 +259,9 @@ PLAIN_STEPS = Steps(
     fetch_catalog=fetch_catalog_task.fn,
     fetch_quota=fetch_quota_task.fn,
     filter_free=filter_free_task.fn,
-    plan_probes=plan_probes_task.fn,
-    test_family=test_family,
+    read_free_signals=read_free_signals,
+    plan_rounds=plan_rounds_task.fn,
+    probe_round=probe_round,
     analyze=analyze_failures_task.fn,
     rank=rank_task.fn,
     store=store_task.fn,
@@ -357,6 +393,7 @@ def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -
             "max_tokens": settings.max_tokens,
             "samples_per_task": settings.samples_per_task,
             "min_samples_for_tier": settings.min_samples_for_tier,
+            "max_attempts": settings.max_attempts,
             "probe_deadline_s": settings.probe_deadline_s,
         },
         sort_keys=True,
@@ -404,18 +441,29 @@ async def _probe(
     logger.info(
         "Catalog: %d models, %d free in %d families", catalog.height, free.height, len(families(free))
     )
+    endpoints = await _free_signals(source, client, recorder, catalog, free, steps, settings)
 
     done = storage.read_probe_checkpoints(folder)
-    done_keys = storage.completed_probe_keys(done, max_attempts=settings.max_attempts)
     budget = source.daily_budget(prepared.params.budget, settings, quota)
-    plan = steps.plan_probes(free, list(TASKS), settings.samples_per_task, budget, done_keys)
+    planner = steps.plan_rounds(
+        free,
+        list(TASKS),
+        endpoints=endpoints,
+        done=done,
+        samples=settings.samples_per_task,
+        max_attempts=settings.max_attempts,
+        batch=settings.rotation_models_limit,
+        probe_all=settings.probe_all,
+    )
+    limiter = source.rate_limiter(budget)
     logger.info(
-        "Plan: %d probes to send over %d models; %d models untested for lack of quota; "
-        "%d probes already done",
-        len(plan.specs),
-        len(plan.models),
-        len(plan.untested),
-        len(done_keys),
+        "Plan: %d free models, %d settled by the free signals, %d requests wanted, budget %s; "
+        "%d attempts already done",
+        free.height,
+        len(planner.settled),
+        planner.need(),
+        "unlimited" if budget is None else budget,
+        done.height,
     )
     recorder.save(
         quota_before=recorder.info.quota_before
@@ -423,31 +471,41 @@ async def _probe(
         else (quota.daily_remaining if quota else None),
         quota_limit=quota.daily_limit if quota else recorder.info.quota_limit,
     )
-    by_family: dict[str, list[ProbeSpec]] = {}
-    for spec in plan.specs:
-        by_family.setdefault(spec.family, []).append(spec)
     with CheckpointWriter(
         folder, source=source.kind.value, on_disk_full=recorder.release_reserve
     ) as checkpoint:
-        ctx = FamilyContext(
+        progress = _reporter(planner, limiter, free.height, settings, logger)
+
+        def on_result(result: ProbeResult) -> None:
+            checkpoint.add(result)
+            planner.observe(result)
+
+        ctx = RoundContext(
             client=client,
             settings=settings,
-            limiter=source.rate_limiter(budget),
+            limiter=limiter,
             tasks={t.name: t for t in build_suite(suite_seed(run_id))},
             run_id=run_id,
-            on_result=checkpoint.add,
+            on_result=on_result,
             attempt_offset=storage.max_attempts_by_probe(done),
             attempts_used=storage.attempts_used(done),
             semaphore=asyncio.Semaphore(source.max_concurrency),
             cost_guard=source.profile.cost_guard,
             reset_epoch_ms=source.profile.reset_header_epoch_ms,
         )
-        await asyncio.gather(
-            *(steps.test_family(family, specs, ctx) for family, specs in sorted(by_family.items()))
-        )
+
+        def ended(plan_round: Round, outcome: PlanOutcome) -> None:
+            progress.clear()
+            template, args = round_summary(plan_round, outcome)
+            logger.info(template, *args)
+
+        def starting(plan_round: Round) -> None:
+            progress.round_name = plan_round.name
+
+        async with progress.running():
+            await run_rounds(planner, ctx, send=steps.probe_round, starting=starting, ended=ended)
     quota_after = await steps.fetch_quota(client)
     probes = storage.read_probe_checkpoints(folder)
-    untested = _untested_models(free, probes, settings)
     notes = source_notes(
         source.profile,
         unpriced=not source.profile.lists_prices and catalog.get_column("pricing_json").is_null().all(),
@@ -458,19 +516,71 @@ async def _probe(
     recorder.save(
         mirror=False,
         quota_after=quota_after.daily_remaining if quota_after else None,
-        untested_models=len(untested),
+        untested_models=len(planner.models_left()),
         notes=list(dict.fromkeys([*recorder.info.notes, *notes])),
     )
     recorder.step_done(RunStep.PROBED)
 
 
-def _untested_models(free: pl.DataFrame, probes: pl.DataFrame, settings: Settings) -> list[str]:
-    """Free models with a probe of the suite still to send (the quota ended probing before it)."""
-    done = storage.completed_probe_keys(probes, max_attempts=settings.max_attempts)
-    expected = [(t, s) for s in range(settings.samples_per_task) for t in TASKS]
-    return [
-        m for m in free.get_column("model_id").to_list() if any((m, t, s) not in done for t, s in expected)
-    ]
+async def _free_signals(
+    source: Source,
+    client: httpx.AsyncClient,
+    recorder: RunRecorder,
+    catalog: pl.DataFrame,
+    free: pl.DataFrame,
+    steps: Steps,
+    settings: Settings,
+) -> pl.DataFrame:
+    """The run's endpoints listings: read once before the first chat request, kept for a resume."""
+    path = recorder.folder / storage.TABLE_FILES["endpoints"]
+    if path.is_file():
+        return storage.read_table(path, ENDPOINTS_SCHEMA)
+    endpoints = await steps.read_free_signals(
+        client,
+        free,
+        catalog.get_column("model_id").to_list(),
+        run_id=recorder.run_id,
+        settings=settings,
+        lists_endpoints=source.profile.lists_endpoints,
+        reads_user_models=source.reads_user_models,
+    )
+    storage.write_table(path, endpoints, schema=ENDPOINTS_SCHEMA)
+    return endpoints
+
+
+def _reporter(
+    planner: RoundPlanner,
+    limiter: RateLimiter,
+    models: int,
+    settings: Settings,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> ProgressReporter:
+    """The run's progress line (:mod:`freemodels.progress`): what this process has sent and what the
+    plan and the budget leave; live on a terminal, logged every ``progress_every_s`` otherwise."""
+    start = limiter.used
+
+    def snapshot() -> Snapshot:
+        sent = limiter.used - start
+        left = planner.planned(limiter.remaining)
+        return Snapshot(
+            sent=sent,
+            planned=sent + left,
+            judged=len(planner.judged_models),
+            models=models,
+            retries=planner.retries,
+            quota_left=limiter.remaining,
+            eta_s=eta_s(left, limiter.interval_s),
+            round_name=reporter.round_name,
+        )
+
+    reporter = ProgressReporter(
+        snapshot,
+        live=sys.stderr.isatty(),
+        write=lambda text: print(text, end="", file=sys.stderr, flush=True),
+        log=lambda line: logger.info("%s", line),
+        every_s=settings.progress_every_s,
+    )
+    return reporter
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,8 +605,15 @@ async def _conclude(
     free = steps.filter_free(catalog, settings.max_models)
     probes = storage.read_probe_checkpoints(folder)
     if not recorder.done(RunStep.STORED):
+        endpoints_file = folder / storage.TABLE_FILES["endpoints"]
+        endpoints = storage.read_table(endpoints_file, ENDPOINTS_SCHEMA) if endpoints_file.is_file() else None
         results = steps.analyze(
-            probes, free, catalog.get_column("model_id").to_list(), run_id, list(prepared.candidates)
+            probes,
+            free,
+            catalog.get_column("model_id").to_list(),
+            run_id,
+            list(prepared.candidates),
+            endpoints,
         )
         results, rotation = steps.rank(results, catalog, run_id, settings.min_samples_for_tier, probes)
         steps.store(settings.database, folder, recorder.info, probes, results, rotation, catalog)
@@ -544,9 +661,11 @@ def _summary(prepared: Prepared, recorder: RunRecorder, outcome: _Conclusion) ->
         status=info.status,
         catalog_models=outcome.catalog.height,
         free_models=outcome.free.height,
-        tested_models=int((outcome.results.get_column("n") > 0).sum()),
+        tested_models=int(verdicts.is_in(["working", "degraded", "failing"]).sum()),
         working_models=int(verdicts.is_in(["working", "degraded"]).sum()),
         untested_models=info.untested_models or 0,
+        settled_models=int(((verdicts == "failing") & (outcome.results.get_column("n") == 0)).sum()),
+        no_verdict_models=int((verdicts == "untested_quota").sum()),
         probes_sent=outcome.probes.height,
         quota_before=info.quota_before,
         quota_after=info.quota_after,

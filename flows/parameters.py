@@ -146,6 +146,16 @@ class RunParameters:
             setting="max_models",
         ),
     )
+    probe_all: bool = _p(
+        False,
+        Meta(
+            "send chat requests also to models the free signals settle (an endpoints listing without "
+            "endpoints, a model the key may not route)",
+            flag="--probe-all",
+            resume=True,
+            setting="probe_all",
+        ),
+    )
     resume: str | None = _p(
         None,
         Meta(

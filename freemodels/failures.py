@@ -1,8 +1,9 @@
 """The closed failure taxonomy: every failed probe maps to exactly one :class:`Failure`.
 
-Each class knows a human title, whether a retry can help, and the remedy a user should apply. The
-classifier that maps HTTP status, OpenRouter's error envelope, stream events and grader verdicts onto this
-enum lives in :mod:`freemodels.classify`.
+Each class knows a human title, whether a retry can help, whether it settles the model (the model
+cannot serve the account whatever it is asked, so nothing more is sent to it), and the remedy a user
+should apply. The classifier that maps HTTP status, OpenRouter's error envelope, stream events and
+grader verdicts onto this enum lives in :mod:`freemodels.classify`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class FailureInfo:
     retryable: bool
     remedy: str
     explanation: str
+    settles_model: bool = False
+    """The failure says the model cannot serve this account at all (whatever the task): one such
+    answer settles the model, and an adaptive plan sends it nothing more."""
 
 
 FAILURE_INFO: dict[Failure, FailureInfo] = {
@@ -53,6 +57,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         False,
         "Use the exact id from the catalog (GET /api/v1/models); see the suggested ids.",
         "OpenRouter does not know this id (400, 'is not a valid model ID').",
+        settles_model=True,
     ),
     Failure.NO_ENDPOINTS: FailureInfo(
         "Not on OpenRouter / no endpoints",
@@ -60,6 +65,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "Drop the model from the rotation; check the catalog again next month.",
         "The model exists but no provider serves it (404 'No endpoints found', deprecated or "
         "removed upstream).",
+        settles_model=True,
     ),
     Failure.FREE_VARIANT_ENDED: FailureInfo(
         "No free variant (ended)",
@@ -68,6 +74,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "The model is on OpenRouter, but not as ':free': its free period has ended ('period has "
         "ended', 'unavailable for free', at 404 or 400, naming the paid slug) or the catalog lists "
         "only the paid slug.",
+        settles_model=True,
     ),
     Failure.PRIVACY_EXCLUDED: FailureInfo(
         "Excluded by account privacy settings",
@@ -76,6 +83,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "accept that this model stays unavailable to the account.",
         "The account's data policy or guardrails remove every endpoint of this model (404, or 400 "
         "'matching your guardrail restrictions and data policy').",
+        settles_model=True,
     ),
     Failure.PROVIDER_RESTRICTED: FailureInfo(
         "Excluded by the account's allowed providers",
@@ -84,6 +92,7 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "allowed providers at https://openrouter.ai/settings/preferences, or drop the model.",
         "The account (or the key's guardrail) allows only some providers, and none of them serves "
         "this model (404 'No allowed providers are available', with available_providers).",
+        settles_model=True,
     ),
     Failure.APP_RESTRICTED: FailureInfo(
         "Served only to listed apps",
@@ -92,12 +101,14 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "https://openrouter.ai/apps (agentic harnesses), not to plain API calls.",
         "The catalog lists the model, but OpenRouter refuses plain API calls to it (403 'is only "
         "available on agentic harnesses').",
+        settles_model=True,
     ),
     Failure.CAPABILITY_UNSUPPORTED: FailureInfo(
         "Capability unsupported",
         False,
         "Do not use this model for requests that need the missing capability.",
         "No endpoint supports what the request needs (tools, structured outputs, a parameter).",
+        settles_model=True,
     ),
     Failure.CONTEXT_LIMIT: FailureInfo(
         "Context length exceeded",
@@ -130,18 +141,21 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         False,
         "Top up the balance (a negative balance blocks free models too) or disable paid plugins.",
         "OpenRouter asked for payment (402).",
+        settles_model=True,
     ),
     Failure.AUTH: FailureInfo(
         "Authentication failed",
         False,
         "Check OPENROUTER_API_KEY: it must be a valid, unexpired key.",
         "The API key is missing, invalid or expired (401).",
+        settles_model=True,
     ),
     Failure.MODERATION: FailureInfo(
         "Blocked by moderation or guardrail",
         False,
         "Review the account's guardrails; the suite's prompts are harmless, so this is a policy.",
         "The request was refused by moderation, a guardrail or a region restriction (403).",
+        settles_model=True,
     ),
     Failure.TIMEOUT: FailureInfo(
         "Timeout",
@@ -186,6 +200,11 @@ FAILURE_INFO: dict[Failure, FailureInfo] = {
         "The connection failed, was reset, or the response was not valid HTTP/SSE/JSON.",
     ),
 }
+
+
+SETTLING: frozenset[Failure] = frozenset(f for f, i in FAILURE_INFO.items() if i.settles_model)
+"""The classes that settle a model after one answer: wrong id, no endpoints, free variant ended, the
+account's privacy settings, allowed providers or listed apps, capability, credits, auth, moderation."""
 
 
 def info(failure: Failure) -> FailureInfo:

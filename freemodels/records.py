@@ -124,7 +124,7 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
     status_reason: str | None = None  # why a run failed or was interrupted (one line)
     steps_done: list[str] = field(default_factory=list)  # RunStep values, in the order done
-    untested_models: int | None = None  # free models the daily quota left untested
+    untested_models: int | None = None  # free models the quota left without a verdict or part-tested
     owner_pid: int | None = None  # the process working on the run while it is running
     owner_host: str | None = None
     owner_started: int | None = None  # that process's start time (clock ticks since boot)
@@ -262,6 +262,34 @@ CHANGES_SCHEMA: dict[str, pl.DataType] = {
     "detail": pl.String(),
 }
 
+ENDPOINTS_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "model_id": pl.String(),  # the free model (its catalog id)
+    "listing": pl.String(),  # what GET models/{id}/endpoints gave: endpoints | empty | not_found | unreadable
+    "routable": pl.Boolean(),  # listed by GET models/user for the key (null: not read)
+    "provider": pl.String(),  # provider_name; null on the one row of a listing without endpoints
+    "endpoint": pl.String(),  # the endpoint's name
+    "tag": pl.String(),
+    "status": pl.Int64(),  # OpenRouter's endpoint status (0 seen on working endpoints; others undocumented)
+    "uptime_5m": pl.Float64(),  # percent of requests that succeeded (rate-limited ones left out)
+    "uptime_30m": pl.Float64(),
+    "uptime_1d": pl.Float64(),
+    "latency_p50_ms": pl.Float64(),  # time to first token over the last 30 minutes, as reported
+    "latency_p75_ms": pl.Float64(),
+    "latency_p90_ms": pl.Float64(),
+    "latency_p99_ms": pl.Float64(),
+    "throughput_p50": pl.Float64(),  # tokens per second over the last 30 minutes, as reported
+    "throughput_p75": pl.Float64(),
+    "throughput_p90": pl.Float64(),
+    "throughput_p99": pl.Float64(),
+    "context_length": pl.Int64(),
+    "max_completion_tokens": pl.Int64(),
+    "quantization": pl.String(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+"""A free model's provider endpoints as the source reports them (no chat quota spent): one row per
+endpoint; a model whose listing has none (or could not be read) has one row with ``provider`` null."""
+
 ADDED_COLUMNS: dict[str, frozenset[str]] = {
     "probes": frozenset({"source", "answer_channel", "limit_source", "is_byok", "remedy_hint"}),
     "model_results": frozenset({"caveat"}),
@@ -276,6 +304,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "model_results": MODEL_RESULTS_SCHEMA,
     "rotation": ROTATION_SCHEMA,
     "changes": CHANGES_SCHEMA,
+    "endpoints": ENDPOINTS_SCHEMA,
 }
 
 

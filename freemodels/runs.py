@@ -110,7 +110,7 @@ class RunView:
         return self.info.untested_models or 0
 
     def continuable(self) -> bool:
-        """Completed, but with models the daily quota left untested."""
+        """Completed, but with models the daily quota left untested or with part of the suite."""
         return self.status is RunStatus.COMPLETED and self.untested > 0
 
 

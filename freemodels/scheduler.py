@@ -34,6 +34,14 @@ they would end the run long after everything else. It takes its slot and start d
 most one waiting attempt, so a stalling model's attempts follow one another from the start. It lines
 up like the others while the daily budget could run short of the plan's remaining first attempts:
 untested models come before second tries.
+
+Deferred retries: with ``retry_transient=False`` a failure a retry could help (an upstream 429, a 5xx,
+a timeout, ...) is not retried within the call. The probe comes back in :attr:`PlanOutcome.deferred`
+with the earliest clock time its retry may start (the wait this loop would have made: the server's
+hint, the backoff, or the time a shared pool needs to clear), and a later call retries it with that
+time in ``not_before``. Waits, hints and attempt counts stay here; the caller (the adaptive plan of
+:mod:`freemodels.rounds`) only decides *when in the run* the retry goes out. The account's own
+per-minute limit is not the model's doing and is always waited out and retried within the call.
 """
 
 from __future__ import annotations
@@ -167,6 +175,16 @@ class RateLimiter:
         """Requests started through this limiter."""
         return self._used
 
+    def now(self) -> float:
+        """The limiter's clock (``time.monotonic`` unless replaced): the time base of ``not_before``."""
+        return self._clock()
+
+    async def sleep_until(self, t: float) -> None:
+        """Wait until clock time ``t`` (at once when it has passed)."""
+        wait = t - self._clock()
+        if wait > 0:
+            await self._sleep(wait)
+
     @property
     def remaining(self) -> int | None:
         """Daily budget left (None: unlimited); 0 once the server reported the quota spent."""
@@ -221,6 +239,17 @@ class RateLimiter:
             return True
 
 
+ProbeKey = tuple[str, str, int]  # (model_id, task, sample)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A probe whose retry was left for later (``retry_transient=False``)."""
+
+    spec: ProbeSpec
+    not_before: float  # earliest start of its retry, on the limiter's clock
+
+
 @dataclass(frozen=True, slots=True)
 class PlanOutcome:
     """What a plan run produced."""
@@ -228,6 +257,7 @@ class PlanOutcome:
     results: list[ProbeResult] = field(default_factory=list)  # every attempt, in completion order
     unsent: list[ProbeSpec] = field(default_factory=list)  # probes never sent (quota)
     quota_exhausted: bool = False
+    deferred: list[Deferred] = field(default_factory=list)  # retries left for a later call
 
 
 def backoff_delay_s(
@@ -261,6 +291,8 @@ async def run_plan(
     cost_guard: bool = True,
     reset_epoch_ms: bool = True,
     rng: random.Random | None = None,
+    retry_transient: bool = True,
+    not_before: Mapping[ProbeKey, float] | None = None,
 ) -> PlanOutcome:
     """Send every probe of ``specs`` (lowest ``priority`` first) within the limiter's limits.
 
@@ -272,7 +304,10 @@ async def run_plan(
     ``X-RateLimit-Reset`` is OpenRouter's epoch milliseconds (see :mod:`freemodels.source`).
     ``on_result`` receives every attempt as it completes; an exception it raises stops
     the plan. A bug inside one probe is logged and recorded as that probe's failure
-    (``error_code="internal_error"``) without stopping the others.
+    (``error_code="internal_error"``) without stopping the others. ``retry_transient=False`` leaves
+    the retries a failure allows for a later call (:attr:`PlanOutcome.deferred`); ``not_before``
+    maps probes to the earliest clock time (:meth:`RateLimiter.now`) their first attempt here may
+    start (see the module docstring).
     """
     missing = sorted({spec.task for spec in specs} - set(tasks))
     if missing:
@@ -284,6 +319,8 @@ async def run_plan(
     rand = rng if rng is not None else random.Random()
     results: list[ProbeResult] = []
     unsent: list[ProbeSpec] = []
+    deferred: list[Deferred] = []
+    waits = not_before or {}
     stop = asyncio.Event()
     unstarted = len(ordered)  # first attempts of this plan not started yet (or given up)
 
@@ -325,6 +362,8 @@ async def run_plan(
         base = offsets.get(key, 0)
         allowed = max(1, settings.max_attempts - used.get(key, 0))
         ahead = False
+        if key in waits:
+            await limiter.sleep_until(waits[key])
         for n in range(1, allowed + 1):
             async with pools.slot(spec.model_id), start(n == 1, ahead) as granted:
                 if not granted:
@@ -368,6 +407,9 @@ async def run_plan(
                 limiter.pause_for(hint if hint is not None else delay or 0.0)
             if delay is None or n == allowed:
                 return
+            if not retry_transient and outcome.limit_scope is None:
+                deferred.append(Deferred(spec, limiter.now() + delay))
+                return
             if await _wait_or_stop(stop, delay):
                 return
 
@@ -380,7 +422,7 @@ async def run_plan(
         if len(failed.exceptions) == 1:
             raise failed.exceptions[0] from None
         raise
-    return PlanOutcome(results=results, unsent=unsent, quota_exhausted=stop.is_set())
+    return PlanOutcome(results=results, unsent=unsent, quota_exhausted=stop.is_set(), deferred=deferred)
 
 
 async def _wait_or_stop(stop: asyncio.Event, delay: float) -> bool:

@@ -128,6 +128,16 @@ class Settings(BaseSettings):
             "gets one request at a time."
         ),
     )
+    listing_requests_per_minute: int = Field(
+        240,
+        ge=1,
+        le=100_000,
+        description=(
+            "Pace of the free signals read before probing (each free model's endpoints listing): "
+            "they cost no chat quota, but are asked for politely."
+        ),
+    )
+    listing_concurrency: int = Field(4, ge=1, le=64, description="Endpoints listings read at once.")
     max_response_bytes: int = Field(
         2_000_000, ge=1024, le=100_000_000, description="Cap on bytes read from one response."
     )
@@ -143,6 +153,23 @@ class Settings(BaseSettings):
         3, ge=1, le=100, description="Fewest successful samples before a model is tiered."
     )
     max_models: int | None = Field(None, ge=1, description="Probe at most this many free models (None: all).")
+    probe_all: bool = Field(
+        False,
+        description=(
+            "Probe the models the free signals settle (no endpoints listed, not routable for the key) "
+            "with chat requests anyway."
+        ),
+    )
+
+    progress_every_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the progress line is logged while probing when the output is not a terminal "
+            "(on a terminal it is redrawn in place twice a second)."
+        ),
+    )
 
     # --- the environment ---------------------------------------------------------------------
     min_free_disk_mb: int = Field(

@@ -79,6 +79,12 @@ class SourceProfile:
     notes_missing_extras: bool
     """Reports say what the server did not provide of OpenRouter's extras (prices, ``GET key``, usage
     in streams, timings of its own)."""
+    lists_endpoints: bool
+    """``GET models/{author}/{slug}/endpoints`` lists each model's providers with their uptime and
+    latency (OpenRouter's free signals, no chat quota). Without it, the listings are not asked for."""
+    lists_user_models: bool
+    """``GET models/user`` lists the models the key may route under the account's settings (read only
+    when the source has a key)."""
     one_request_at_a_time: bool
     """Probe one request at a time unless ``DISCOVERY_MAX_CONCURRENCY`` says otherwise (a self-hosted
     server queues concurrent requests, so TTFT would include queueing)."""
@@ -115,6 +121,8 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         cost_guard=True,
         lists_prices=True,
         notes_missing_extras=False,
+        lists_endpoints=True,
+        lists_user_models=True,
         one_request_at_a_time=False,
         litellm_prefix="openrouter/",
         litellm_key_ref="os.environ/OPENROUTER_API_KEY",
@@ -135,6 +143,8 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         cost_guard=False,
         lists_prices=True,
         notes_missing_extras=False,
+        lists_endpoints=True,
+        lists_user_models=True,
         one_request_at_a_time=False,
         litellm_prefix="openrouter/",
         litellm_key_ref="os.environ/OPENROUTER_API_KEY",
@@ -155,6 +165,8 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         cost_guard=False,
         lists_prices=False,
         notes_missing_extras=True,
+        lists_endpoints=False,
+        lists_user_models=False,
         one_request_at_a_time=True,
         litellm_prefix="openai/",
         litellm_key_ref="os.environ/OPENAI_API_KEY",
@@ -275,6 +287,11 @@ class Source:
 
     def rate_limiter(self, budget: int | None) -> RateLimiter:
         return RateLimiter(self.requests_per_minute, budget)
+
+    @property
+    def reads_user_models(self) -> bool:
+        """``GET models/user`` is read: the source has it and the run has a key to ask with."""
+        return self.profile.lists_user_models and self.api_key is not None
 
 
 def source_notes(

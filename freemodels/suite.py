@@ -18,6 +18,11 @@ SUITE_VERSION = "std-3.1"
 
 TASKS: tuple[str, ...] = ("arithmetic", "json_object", "reverse_words")
 
+SCREENING_TASK = "json_object"
+"""The task an adaptive plan sends every model first (see :mod:`freemodels.rounds`): it asks for an exact
+format and exact values at once, so it is the one a weak model fails first, and a model that passes it
+qualifies for the ``json`` rotation too. None of the tasks needs a capability beyond plain chat."""
+
 _WORDS = (
     "amber",
     "birch",

@@ -9,7 +9,10 @@ Rules:
   (``n_ok``): a wrong answer still measures the model's speed.
 * Verdict: ``working`` when every probe passed; ``degraded`` when some passed; ``failing`` when none
   did; ``untested_quota`` for models the plan left out; ``not_listed`` for candidate ids the catalog
-  does not list.
+  does not list. A model the free signals settled without a chat request (an endpoints listing
+  without endpoints, a model the key may not route: :func:`freemodels.listings.settlements`) is
+  ``failing`` with ``n = 0``, that class as its root cause and the listing as its evidence; probes
+  sent to it anyway (``--probe-all``) decide instead.
 * Caveat: ``answer_in_reasoning`` when an answered probe of the model had its answer only in the
   reasoning channel (content empty, finish reason ``stop``). Such answers are graded on the reasoning
   text and count like any other (the model can be ``working``), but a client that reads ``content``
@@ -22,7 +25,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
 from prefect import task
@@ -30,6 +33,7 @@ from prefect import task
 from freemodels.candidates import CandidateOutcome, classify_unlisted
 from freemodels.classify import suggested_model_in
 from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.listings import Settlement, settlements
 from freemodels.records import ANSWER_IN_REASONING, MODEL_RESULTS_SCHEMA, Verdict
 
 PROBE_KEY = ["model_id", "task", "sample"]
@@ -67,6 +71,7 @@ def analyze(
     run_id: str,
     untested: Iterable[str] = (),
     candidates: Sequence[CandidateOutcome] = (),
+    settled: Mapping[str, Settlement] | None = None,
 ) -> pl.DataFrame:
     """Per-model verdicts (rows of :data:`~freemodels.records.MODEL_RESULTS_SCHEMA`; tier unset)."""
     finals = final_attempts(probes)
@@ -163,6 +168,20 @@ def analyze(
             )
 
     probed = {r["model_id"] for r in rows}
+    for model_id, settlement in sorted((settled or {}).items()):
+        if model_id in probed or model_id not in families:
+            continue
+        rows.append(
+            _empty_row(run_id, model_id, families[model_id], Verdict.FAILING)
+            | {
+                "success_rate": 0.0,
+                "is_reasoning": bool(reasoning_listed.get(model_id)),
+                "root_cause": settlement.failure.value,
+                "remedy": FAILURE_INFO[settlement.failure].remedy,
+                "evidence": settlement.evidence,
+            }
+        )
+        probed.add(model_id)
     for model_id in sorted(set(untested) - probed):
         rows.append(
             _empty_row(run_id, model_id, families.get(model_id, ""), Verdict.UNTESTED_QUOTA)
@@ -219,16 +238,18 @@ def analyze_run(
     catalog_ids: Sequence[str],
     run_id: str,
     candidates: Sequence[str],
+    endpoints: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The step: verdicts for every free model and every candidate id.
 
-    Probing has ended when this runs, so a free model without any probe result was left out by the
-    daily quota (``untested_quota``). Candidate ids the catalog does not list are classified without
-    sending them.
+    Probing has ended when this runs, so a free model without any probe result was either settled by
+    the free signals in ``endpoints`` (the run's endpoints listings) or left out by the daily quota
+    (``untested_quota``). Candidate ids the catalog does not list are classified without sending them.
     """
     untested = free.get_column("model_id").to_list()
     unlisted = classify_unlisted(candidates, catalog_ids)
-    return analyze(probes, free, run_id=run_id, untested=untested, candidates=unlisted)
+    settled = settlements(endpoints) if endpoints is not None else {}
+    return analyze(probes, free, run_id=run_id, untested=untested, candidates=unlisted, settled=settled)
 
 
 @task(name="analyze-failures")
@@ -238,5 +259,6 @@ def analyze_failures_task(
     catalog_ids: Sequence[str],
     run_id: str,
     candidates: Sequence[str],
+    endpoints: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    return analyze_run(probes, free, catalog_ids, run_id, candidates)
+    return analyze_run(probes, free, catalog_ids, run_id, candidates, endpoints)

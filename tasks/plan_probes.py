@@ -1,6 +1,12 @@
 """Step ``plan-probes``: decide which (model, task, sample) probes to send within the quota.
 
-Rule (family-first):
+A run plans adaptively, in rounds decided as the answers arrive (:func:`plan_rounds`, the rules are in
+:mod:`freemodels.rounds`): screening, deferred retries, deepening. It starts from the free signals (the
+endpoints listings and ``models/user``: models they settle are not probed unless ``probe_all``) and
+from the attempts already checkpointed (a resumed run continues the rounds).
+
+:func:`plan_probes` is the static plan runs used before, kept as the baseline the quota benchmark
+(``bench/bench_quota.py``) compares against. Rule (family-first):
 
 1. Within each family the models are ordered newest first (catalog ``created``, then id), so a family's
    representative is its newest free model.
@@ -24,8 +30,12 @@ from dataclasses import dataclass
 
 import polars as pl
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
+from freemodels.listings import listed_providers, settlements
 from freemodels.records import ProbeSpec
+from freemodels.rounds import RoundPlanner, attempts_from_frame, plan_models
+from freemodels.suite import SCREENING_TASK
 
 ProbeKey = tuple[str, str, int]  # (model_id, task, sample)
 
@@ -104,12 +114,56 @@ def plan_probes(
     )
 
 
-@task(name="plan-probes")
-def plan_probes_task(
+def plan_rounds(
     free: pl.DataFrame,
     tasks: Sequence[str],
+    *,
+    endpoints: pl.DataFrame,
+    done: pl.DataFrame,
     samples: int = 1,
-    budget: int | None = None,
-    done: Collection[ProbeKey] = (),
-) -> ProbePlan:
-    return plan_probes(free, tasks, samples=samples, budget=budget, done=done)
+    max_attempts: int = 3,
+    batch: int = 3,
+    probe_all: bool = False,
+    screening_task: str = SCREENING_TASK,
+) -> RoundPlanner:
+    """The adaptive plan of a run over the ``free`` models (see :mod:`freemodels.rounds`).
+
+    ``endpoints`` are the run's endpoints listings (the free signals); ``done`` the attempts already
+    checkpointed. ``batch`` is how many models a deepening round takes while the budget is short.
+    """
+    free_ids = set(free.get_column("model_id").to_list())
+    settled = {} if probe_all else {m: s.failure for m, s in settlements(endpoints).items() if m in free_ids}
+    return RoundPlanner(
+        plan_models(free, listed_providers(endpoints)),
+        tasks,
+        screening_task=screening_task if screening_task in tasks else tasks[0],
+        samples=samples,
+        max_attempts=max_attempts,
+        batch=batch,
+        settled=settled,
+        history=attempts_from_frame(done),
+    )
+
+
+@task(name="plan-probes", cache_policy=NO_CACHE)
+def plan_rounds_task(
+    free: pl.DataFrame,
+    tasks: Sequence[str],
+    *,
+    endpoints: pl.DataFrame,
+    done: pl.DataFrame,
+    samples: int = 1,
+    max_attempts: int = 3,
+    batch: int = 3,
+    probe_all: bool = False,
+) -> RoundPlanner:
+    return plan_rounds(
+        free,
+        tasks,
+        endpoints=endpoints,
+        done=done,
+        samples=samples,
+        max_attempts=max_attempts,
+        batch=batch,
+        probe_all=probe_all,
+    )

@@ -35,21 +35,24 @@ from prefect.cache_policies import NO_CACHE
 
 from freemodels import charts, exports, storage
 from freemodels.errors import RunNotFoundError, StorageError
-from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.failures import FAILURE_INFO, SETTLING, Failure
+from freemodels.listings import disagreements, reported
 from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
 from freemodels.records import (
     ANSWER_IN_REASONING,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
+    ENDPOINTS_SCHEMA,
     MODEL_RESULTS_SCHEMA,
     PROBES_SCHEMA,
     ROTATION_SCHEMA,
     RUNS_SCHEMA,
     Verdict,
 )
+from freemodels.rounds import probes_done, spend_by_phase
 from freemodels.settings import OPENROUTER_MODELS_LIMIT
 from freemodels.source import profile_of
-from freemodels.suite import TASKS
+from freemodels.suite import SCREENING_TASK, TASKS
 from tasks.analyze_failures import final_attempts
 from tasks.rank import (
     GENERAL,
@@ -138,6 +141,7 @@ class ReportData:
     changes: pl.DataFrame  # CHANGES_SCHEMA
     history: pl.DataFrame  # HISTORY_SCHEMA, oldest first, up to and including this run
     previous_run: dict[str, Any] | None = None  # the run the changes compare against
+    endpoints: pl.DataFrame | None = None  # ENDPOINTS_SCHEMA: the free signals read before probing
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,6 +220,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
     model_results = table("model_results", MODEL_RESULTS_SCHEMA, "model_id")
     rotation = table("rotation", ROTATION_SCHEMA, "purpose, rank")
     changes = table("changes", CHANGES_SCHEMA, "change, model_id")
+    endpoints = table("endpoints", ENDPOINTS_SCHEMA, "model_id, provider NULLS FIRST, endpoint")
     history = _query(con, _HISTORY_SQL, [run_id, run_id], HISTORY_SCHEMA)
 
     run = runs.row(0, named=True)
@@ -245,6 +250,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
         changes=changes,
         history=history,
         previous_run=previous.row(0, named=True) if not previous.is_empty() else None,
+        endpoints=endpoints,
     )
 
 
@@ -354,10 +360,13 @@ def _source(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _coverage(free: int, tested: int, untested: int) -> str:
+def _coverage(free: int, tested: int, untested: int, settled: int = 0) -> str:
     """What the run measured, in words (the reports never print the run's lifecycle status: they are
-    written before the run has done its last step)."""
-    text = f"all {free} free models tested" if tested == free else f"{tested} of {free} free models tested"
+    written before the run has done its last step). ``settled``: models judged from their endpoints
+    listing alone."""
+    text = f"all {free} free models judged" if tested == free else f"{tested} of {free} free models judged"
+    if settled:
+        text += f" ({settled} from {'its listing' if settled == 1 else 'their listings'} alone)"
     if untested:
         text += f", {untested} left untested by the daily quota"
     return text
@@ -373,15 +382,29 @@ CAVEAT_LABELS: dict[str, str] = {
 """Short labels of ``model_results.caveat`` for the tables (project text, shown as written)."""
 
 
-def _model_row(result: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str, Any]:
+_SETTLING = frozenset(f.value for f in SETTLING)
+
+
+def _model_row(
+    result: Mapping[str, Any], info: Mapping[str, Any] | None, *, probed: int, suite_size: int
+) -> dict[str, Any]:
+    """A model_results row for the templates, with how much of the suite it got.
+
+    ``partial``: probed, but fewer probes than the suite has, and not because a failure settled it
+    (the quota ended its suite: its figures rest on fewer answers).
+    """
     catalog_reasoning = bool(info and info.get("supports_reasoning"))
     caveat = result.get("caveat")
+    tested = result.get("verdict") in TESTED_VERDICTS
     return {
         **result,
         "name": (info or {}).get("name"),
         "reasoning": bool(result.get("is_reasoning")) or catalog_reasoning,
         "context_length": (info or {}).get("context_length"),
         "caveat_label": Markup(CAVEAT_LABELS[caveat]) if caveat in CAVEAT_LABELS else caveat,
+        "suite": Markup(f"{probed}/{suite_size}"),
+        "partial": tested and 0 < probed < suite_size and result.get("root_cause") not in _SETTLING,
+        "settled_unasked": tested and probed == 0,
     }
 
 
@@ -401,7 +424,8 @@ def _tier_sections(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             (r for r in rows if r["tier"] == name),
             key=lambda r: (r["p50_total_ms"], r["model_id"]),
         )
-        sections.append({"name": name, "rule": rule, "models": members})
+        answers = sum(int(r.get("n_ok") or 0) for r in members)
+        sections.append({"name": name, "rule": rule, "models": members, "answers": answers})
     return sections
 
 
@@ -530,6 +554,7 @@ def _matrix(
     finals: pl.DataFrame,
     results: Mapping[str, Mapping[str, Any]],
     tasks: Sequence[str],
+    compared: Mapping[str, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     attempts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in finals.select("model_id", "task", "passed", "failure", "answer_channel").iter_rows(named=True):
@@ -553,9 +578,80 @@ def _matrix(
                 "verdict": result.get("verdict") or "not tested",
                 "tier": result.get("tier"),
                 "caveat_label": result.get("caveat_label"),
+                "partial": result.get("partial", False),
+                "reported": compared.get(info["model_id"]),
             }
         )
     return [{"family": f, "models": m} for f, m in sorted(families.items())]
+
+
+def _compared(
+    endpoints: pl.DataFrame | None, rows: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per model with a listing: what the source reports beside what was measured, and where the two
+    disagree (see :func:`freemodels.listings.disagreements`)."""
+    if endpoints is None or endpoints.is_empty():
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for model_id, rep in reported(endpoints).items():
+        row = rows.get(model_id, {})
+        cause = row.get("root_cause")
+        # Compared: models that answered or failed transiently (a model a failure ruled out, or one
+        # settled without a request, says nothing about the provider's latency or uptime).
+        probed = (
+            row.get("verdict") in TESTED_VERDICTS and int(row.get("n") or 0) > 0 and cause not in _SETTLING
+        )
+        transient = None
+        if cause:
+            try:
+                info = FAILURE_INFO[Failure(cause)]
+            except ValueError:
+                info = None
+            transient = info.title if info is not None and info.retryable else None
+        found[model_id] = {
+            "model_id": model_id,
+            "providers": ", ".join(dict.fromkeys(rep.providers)) or None,
+            "reported_ttft_ms": rep.latency_p50_ms,
+            "uptime_30m": rep.uptime_30m,
+            "uptime_1d": rep.uptime_1d,
+            "measured_ttft_ms": row.get("p50_ttft_ms") if probed else None,
+            "success_rate": row.get("success_rate") if probed else None,
+            "n": row.get("n"),
+            "disagree": (
+                disagreements(
+                    rep,
+                    measured_ttft_ms=row.get("p50_ttft_ms"),
+                    success_rate=row.get("success_rate"),
+                    transient_cause=transient,
+                )
+                if probed
+                else []
+            ),
+        }
+    return found
+
+
+def _spend(data: ReportData, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the run spent its requests, and what the free signals gave without any."""
+    spent = spend_by_phase(data.probes, SCREENING_TASK)
+    endpoints = data.endpoints
+    listings = 0
+    if endpoints is not None and not endpoints.is_empty():
+        listings = endpoints.filter(pl.col("listing").is_not_null()).get_column("model_id").n_unique()
+    return {
+        **spent,
+        "total": data.probes.height,
+        "listings": listings,
+        "settled": sum(1 for r in rows if r["settled_unasked"]),
+        "partial": sum(1 for r in rows if r["partial"]),
+    }
+
+
+def _percent_value(value: object) -> Markup:
+    """A 0..100 figure as a percentage to one decimal (``99.6 %``); missing gives an em dash."""
+    if _missing(value):
+        return Markup(EMPTY)
+    return Markup(f"{round(float(value), 1):g} %")  # type: ignore[arg-type]
 
 
 def _history(history: pl.DataFrame, run_id: str) -> tuple[list[dict[str, Any]], list[charts.TrendPoint]]:
@@ -595,8 +691,15 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
     settings = _settings(run)
     info = _catalog_info(data.catalog)
     results = data.model_results
-    rows = [_model_row(r, info.get(r["model_id"])) for r in results.iter_rows(named=True)]
+    done = probes_done(data.probes)
+    samples = settings.get("samples_per_task")
+    suite_size = len(TASKS) * (samples if isinstance(samples, int) and samples > 0 else 1)
+    rows = [
+        _model_row(r, info.get(r["model_id"]), probed=done.get(r["model_id"], 0), suite_size=suite_size)
+        for r in results.iter_rows(named=True)
+    ]
     by_id = {r["model_id"]: r for r in rows}
+    compared = _compared(data.endpoints, by_id)
     verdicts = results.get_column("verdict")
     finals = final_attempts(data.probes)
     catalog = data.catalog
@@ -661,7 +764,12 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
             "started": _timestamp(run.get("started_at")),
             "finished": _timestamp(run.get("finished_at")),
             "catalog_fetched": _timestamp(run.get("catalog_fetched_at")),
-            "coverage": _coverage(counts["free"], counts["tested"], counts["untested"]),
+            "coverage": _coverage(
+                counts["free"],
+                counts["tested"],
+                counts["untested"],
+                sum(1 for r in rows if r["settled_unasked"]),
+            ),
             "suite_version": run.get("suite_version") or "—",
             "quota_before": run.get("quota_before"),
             "quota_after": run.get("quota_after"),
@@ -700,7 +808,14 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         "wrong_ids": wrong_ids,
         "in_reasoning": in_reasoning,
         "tasks": tasks,
-        "matrix": _matrix(data.catalog, finals, by_id, tasks),
+        "matrix": _matrix(data.catalog, finals, by_id, tasks, compared),
+        "compared": [
+            compared[m]
+            for m in sorted(compared)
+            if compared[m]["measured_ttft_ms"] is not None or compared[m]["success_rate"] is not None
+        ],
+        "spend": _spend(data, rows),
+        "suite_size": suite_size,
         "history": history,
         "trend": trend,
         "documents": [{"path": p, "title": t} for p, t in DOCUMENT_TITLES],
@@ -739,6 +854,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
+        uptime=_percent_value,
         md_text=md_text,
         md_cell=md_cell,
         md_code=md_code,

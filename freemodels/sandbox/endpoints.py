@@ -10,7 +10,9 @@ slug and lists one endpoint per variant the catalog lists (the ``:free`` one pri
 ``{author}/{slug}:free`` lists the free variant's alone. A variant staged as ``no_endpoints`` has no
 endpoint (so a model whose only variant is that has an empty list); a ``:free`` id whose free variant
 ended is not listed; a provider that fails (5xx, stalls, timeouts, mid-stream errors) shows a low
-uptime; rate-limited requests are left out of uptime, as OpenRouter documents. Routing exclusions of
+uptime; rate-limited requests are left out of uptime, as OpenRouter documents. The latency percentiles
+centre on the time to the model's first token (a reasoning model's first reasoning token), as a
+client measures it; the throughput on its staged total time. Routing exclusions of
 the account (privacy, allowed providers) do not change this public listing: ``/models/user`` shows them.
 """
 
@@ -81,7 +83,7 @@ def _endpoint(model: SandboxModel, profile: Profile) -> dict[str, Any]:
     tag = provider_slug(profile.provider) + ("/free" if model.free else "")
     failing = profile.behavior in _FAILING or profile.fault is not Fault.NONE
     uptime = 35.0 if failing else 99.6
-    ttft_s = profile.ttft_ms / 1000
+    ttft_s = (profile.ttft_ms - profile.reasoning_ms) / 1000  # the first token, reasoning or content
     total_s = max(profile.total_ms, profile.ttft_ms) / 1000
     params = list(entry["supported_parameters"])
     tools = "tools" in params

@@ -181,10 +181,41 @@ ALTER TABLE probes ADD COLUMN remedy_hint VARCHAR;
 ALTER TABLE model_results ADD COLUMN caveat VARCHAR;
 """
 
+# Version 3: the free models' provider endpoints as the source reports them, read before the first
+# chat request (see freemodels.listings); earlier runs have no rows.
+_V3 = """
+CREATE TABLE endpoints (
+    run_id VARCHAR NOT NULL,
+    model_id VARCHAR NOT NULL,
+    listing VARCHAR,
+    routable BOOLEAN,
+    provider VARCHAR,
+    endpoint VARCHAR,
+    tag VARCHAR,
+    status BIGINT,
+    uptime_5m DOUBLE,
+    uptime_30m DOUBLE,
+    uptime_1d DOUBLE,
+    latency_p50_ms DOUBLE,
+    latency_p75_ms DOUBLE,
+    latency_p90_ms DOUBLE,
+    latency_p99_ms DOUBLE,
+    throughput_p50 DOUBLE,
+    throughput_p75 DOUBLE,
+    throughput_p90 DOUBLE,
+    throughput_p99 DOUBLE,
+    context_length BIGINT,
+    max_completion_tokens BIGINT,
+    quantization VARCHAR,
+    fetched_at TIMESTAMPTZ
+);
+"""
+
 # (version, SQL) in order. Never edit a released migration: append a new one and bump SCHEMA_VERSION.
 migrations: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
+    (3, _V3),
 ]
 SCHEMA_VERSION: int = migrations[-1][0]
 

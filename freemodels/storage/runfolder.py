@@ -10,6 +10,7 @@ Layout::
         model_results.parquet        MODEL_RESULTS_SCHEMA
         rotation.parquet             ROTATION_SCHEMA
         changes.parquet              CHANGES_SCHEMA
+        endpoints.parquet            ENDPOINTS_SCHEMA: the free models' endpoints listings
         candidates.json              candidate ids given with the run (kept for a resume)
 
 Atomic writes: a file is written to a hidden temporary name in the same folder
@@ -63,6 +64,7 @@ TABLE_FILES: dict[str, str] = {
     "model_results": "model_results.parquet",
     "rotation": "rotation.parquet",
     "changes": "changes.parquet",
+    "endpoints": "endpoints.parquet",
 }
 
 # Written by earlier versions: a completed run whose quota left models untested.

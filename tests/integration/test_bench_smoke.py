@@ -96,7 +96,7 @@ def test_orchestration_benchmark_prints_its_ratios(
     assert bench_orchestration.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "Prefect API: the configured PREFECT_API_URL" in out  # the session's server was reused
-    task_runs = re.search(r"task runs per discovery: (\d+) \((\d+) test-by-family", out)
+    task_runs = re.search(r"task runs per discovery: (\d+) \((\d+) probe rounds", out)
     assert task_runs and int(task_runs.group(1)) > int(task_runs.group(2)) >= 1
     assert_lines(
         out,
@@ -124,6 +124,29 @@ def test_scale_benchmark_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -
             rf"ratio render 3_runs/1_run=({NUMBER})",
         ],
     )
+
+
+def test_quota_benchmark_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bench_quota
+
+    assert bench_quota.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "default sandbox: 29 free models; staged limits 3000/min and 50/day" in out
+    assert re.search(r"adaptive rounds: round-1-screening \(\d+\)", out), out
+    lines = assert_lines(
+        out,
+        [
+            rf"ratio verdicts adaptive=(\d+)/29 static=(\d+)/29 target>=28 {VERDICT}",
+            rf"ratio verdicts_per_request adaptive=({NUMBER}) static=({NUMBER}) adaptive/static=({NUMBER})",
+            rf"ratio requests_per_ruled_out_model adaptive_max=(\d+) static_max=(\d+) target<=1 {VERDICT}",
+            rf"ratio rotation_with_full_suite adaptive=(\d+) static=(\d+) target>=3 {VERDICT}",
+            rf"ratio time_to_judge_all/floor=({NUMBER}) static=(?:never|{NUMBER}) floor=1s "
+            rf"target<=1\.15 {VERDICT}",
+        ],
+    )
+    # What a 50-request day buys does not depend on the pace (timings are not asserted here).
+    assert int(lines[0].group(1)) >= 28 > int(lines[0].group(2))
+    assert int(lines[2].group(1)) <= 1 < int(lines[2].group(2))
 
 
 # --------------------------------------------------------------------------------------------------

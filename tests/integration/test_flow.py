@@ -77,9 +77,22 @@ def test_two_runs_store_history_and_report_what_changed(tmp_path: Path, fast_env
 
     ((source, status, flow_run_id),) = rows(db, "select source, status, prefect_flow_run_id from runs")
     assert (source, status) == ("sandbox", "completed") and flow_run_id
-    # every probe of the plan has exactly one final attempt
-    (n_probes,) = rows(db, "select count(distinct (model_id, task, sample)) from probes")[0]
-    assert n_probes == 29 * 3
+    # With the budget for everything, every free model gets the whole suite, except those settled
+    # without a chat request (an empty endpoints listing, not routable for the key) or by a failure
+    # that rules the model out (one request).
+    per_model = dict(rows(db, "select model_id, count(distinct (task, sample)) from probes group by 1"))
+    settled = dict(
+        rows(db, "select model_id, root_cause from model_results where n = 0 and verdict = 'failing'")
+    )
+    assert set(settled.values()) == {"no_endpoints", "privacy_excluded"}
+    assert not set(settled) & set(per_model)
+    listed_empty = {m for (m,) in rows(db, "select model_id from endpoints where listing = 'empty'")}
+    assert {m for m, cause in settled.items() if cause == "no_endpoints"} == listed_empty
+    one_request = {m for m, n in per_model.items() if n == 1}
+    causes = dict(rows(db, "select model_id, root_cause from model_results"))
+    assert one_request and {causes[m] for m in one_request} <= {"free_variant_ended", "no_endpoints"}
+    assert all(n == 3 for m, n in per_model.items() if m not in one_request)
+    assert len(per_model) + len(settled) == 29
     assert rows(db, "select count(*) from catalog where run_id = ?", first.run_id)[0][0] == 74
 
     second = run(

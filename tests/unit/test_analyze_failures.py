@@ -190,3 +190,29 @@ def test_a_candidate_without_a_free_variant_names_the_paid_slug() -> None:
         "minimax/minimax-m2",
     )
     assert "paid slug minimax/minimax-m2" in row["evidence"]
+
+
+def test_models_settled_by_the_free_signals_fail_with_the_listing_as_evidence() -> None:
+    from freemodels.listings import NO_ENDPOINTS_EVIDENCE, NOT_ROUTABLE_EVIDENCE, Settlement
+
+    ids = ["a-ok", "b-gone", "c-private", "d-probed", "e-left"]
+    settled = {
+        "b-gone": Settlement(Failure.NO_ENDPOINTS, NO_ENDPOINTS_EVIDENCE),
+        "c-private": Settlement(Failure.PRIVACY_EXCLUDED, NOT_ROUTABLE_EVIDENCE),
+        "d-probed": Settlement(Failure.NO_ENDPOINTS, NO_ENDPOINTS_EVIDENCE),  # probed anyway: probes win
+        "x-unlisted": Settlement(Failure.NO_ENDPOINTS, NO_ENDPOINTS_EVIDENCE),  # not a free model here
+    }
+    rows = [probe("a-ok", "arithmetic"), probe("d-probed", "arithmetic")]
+    out = analyze(probes_frame(rows), free_frame(ids), run_id="r1", untested=ids, settled=settled)
+    by = {r["model_id"]: r for r in out.iter_rows(named=True)}
+    assert set(by) == set(ids)
+    assert (by["b-gone"]["verdict"], by["b-gone"]["n"], by["b-gone"]["root_cause"]) == (
+        "failing",
+        0,
+        "no_endpoints",
+    )
+    assert by["b-gone"]["evidence"] == NO_ENDPOINTS_EVIDENCE
+    assert by["b-gone"]["remedy"] == FAILURE_INFO[Failure.NO_ENDPOINTS].remedy
+    assert by["c-private"]["root_cause"] == "privacy_excluded" and by["c-private"]["family"] == "c"
+    assert by["d-probed"]["verdict"] == "working" and by["d-probed"]["root_cause"] is None
+    assert by["e-left"]["verdict"] == "untested_quota"

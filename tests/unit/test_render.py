@@ -53,6 +53,7 @@ from tasks.render import (
 )
 from tests.unit.test_render_state import (
     OLD_RUN_ID,
+    PARTIAL_ID,
     PREV_RUN_ID,
     RUN_ID,
     STARTED,
@@ -192,6 +193,7 @@ def test_final_report_tiers_every_working_model_with_statistics(
         "16.80 s",
         "100 % (3/3)",
         "3",
+        "3/3",
         "reasoning (answer only in reasoning) |",
     ]
 
@@ -199,9 +201,9 @@ def test_final_report_tiers_every_working_model_with_statistics(
 def test_headline_numbers_and_change(documents: dict[str, str]) -> None:
     summary = documents[EXECUTIVE_SUMMARY]
     assert f"| Free models | {COUNTS['n_free']} |" in summary
-    assert "| Working | 6 (+ 1 degraded) |" in summary
+    assert "| Working | 7 (+ 1 degraded) |" in summary
     assert "`meta-llama/llama-3.2-3b-instruct:free`: P50 0.90 s" in summary
-    assert "| Change since the previous run (2026-10-01) | free +1, working −2 |" in summary
+    assert "| Change since the previous run (2026-10-01) | free +1, working −1 |" in summary
     for link in ("final-report.md", "root-cause-analysis.md", "capability-matrix.md"):
         assert f"]({link})" in summary
 
@@ -285,7 +287,10 @@ def test_models_left_untested_are_explained_and_no_lifecycle_status_is_printed()
     for name in MARKDOWN:
         assert "status **" not in docs[name]
     free, tested = COUNTS["n_free"], COUNTS["n_tested"]
-    coverage = f"| Coverage | {tested} of {free} free models tested, 1 left untested by the daily quota |"
+    coverage = (
+        f"| Coverage | {tested} of {free} free models judged (1 from its listing alone), "
+        "1 left untested by the daily quota |"
+    )
     assert coverage in docs[FINAL_REPORT]
 
 
@@ -295,7 +300,7 @@ def test_a_run_that_tested_everything_says_so() -> None:
         if row["verdict"] == "untested_quota":
             row["verdict"] = "failing"
     docs = render_documents(report_data_from(state))
-    assert f"all {COUNTS['n_free']} free models tested" in docs[EXECUTIVE_SUMMARY]
+    assert f"all {COUNTS['n_free']} free models judged" in docs[EXECUTIVE_SUMMARY]
     assert "left untested" not in docs[EXECUTIVE_SUMMARY]
 
 
@@ -454,7 +459,7 @@ def test_report_command_renders_with_the_models_limit_setting(
 
 def test_tiers_table_rows() -> None:
     rows = tiers_table(fixed_report_data())
-    assert [r["model"] for r in rows] == [*WORKING, "qwen/qwen3-8b:free"]
+    assert [r["model"] for r in rows] == [*WORKING, PARTIAL_ID, "qwen/qwen3-8b:free"]
     assert rows[0] == {
         "model": "meta-llama/llama-3.2-3b-instruct:free",
         "tier": "ultra-fast",
@@ -517,6 +522,7 @@ def _store(
         "model_results": data.model_results,
         "rotation": data.rotation,
         "changes": data.changes,
+        "endpoints": data.endpoints,
     }
     # The previous run has the same catalog and results (so history counts can be checked).
     frames["catalog"] = pl.concat(
@@ -550,12 +556,14 @@ def test_load_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
         assert loaded.model_results.equals(data.model_results.sort("model_id"))
         assert loaded.rotation.sort(["purpose", "rank"]).equals(data.rotation.sort(["purpose", "rank"]))
         assert loaded.changes.schema == pl.Schema(CHANGES_SCHEMA)
+        assert loaded.endpoints is not None and data.endpoints is not None
+        assert loaded.endpoints.height == data.endpoints.height > 0
         assert loaded.previous_run is not None and loaded.previous_run["run_id"] == PREV_RUN_ID
         history = loaded.history
         assert history.schema == pl.Schema(HISTORY_SCHEMA)
         assert history.get_column("run_id").to_list() == [OLD_RUN_ID, PREV_RUN_ID, RUN_ID, "other"]
         current = history.filter(pl.col("run_id") == RUN_ID).row(0, named=True)
-        assert current == {**current, **COUNTS} and COUNTS["n_working"] == 6
+        assert current == {**current, **COUNTS} and COUNTS["n_working"] == 7
         assert history.filter(pl.col("run_id") == OLD_RUN_ID)["n_catalog"].item() == 0
         # The documents render from what was loaded.
         assert f"| Free models | {COUNTS['n_free']} |" in render_documents(loaded)[EXECUTIVE_SUMMARY]

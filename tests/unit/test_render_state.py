@@ -17,10 +17,12 @@ import polars as pl
 
 from freemodels.changes import CHANGE_KINDS
 from freemodels.failures import FAILURE_INFO, Failure
+from freemodels.listings import NO_ENDPOINTS_EVIDENCE
 from freemodels.records import (
     ANSWER_IN_REASONING,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
+    ENDPOINTS_SCHEMA,
     MODEL_RESULTS_SCHEMA,
     PROBES_SCHEMA,
     RUNS_SCHEMA,
@@ -52,6 +54,10 @@ WORKING: dict[str, tuple[str, float, str, bool]] = {
 TOO_FEW_ID = "qwen/qwen3-8b:free"
 DEGRADED_ID = "nousresearch/hermes-3-llama-3.1-405b:free"
 UNTESTED_ID = "moonshotai/kimi-k2:free"
+PARTIAL_ID = "qwen/qwen3-235b-a22b:free"  # screened only: the quota ended its suite
+SETTLED_ID = "acme/listed-nowhere-7b:free"  # settled by its endpoints listing, never asked
+SLOWER_THAN_REPORTED = "google/gemma-3-27b-it:free"
+UP_BUT_FAILING = Failure.PROVIDER_ERROR
 REASONING_CHANNEL_ID = "deepseek/deepseek-r1:free"  # answers only in the reasoning channel
 WRONG_ID = "meta-llama/llama-3.3-70b:free"
 WRONG_SUGGESTION = "meta-llama/llama-3.3-70b-instruct:free"
@@ -174,6 +180,28 @@ def _probe(
         "is_byok": None,
         "remedy_hint": None,
     }
+
+
+def _endpoint(model_id: str, provider: str, *, ttft_ms: float, uptime: float = 99.5) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(ENDPOINTS_SCHEMA)
+    row.update(
+        run_id=RUN_ID,
+        model_id=model_id,
+        listing="endpoints",
+        routable=True,
+        provider=provider,
+        endpoint=f"{provider} | {model_id}",
+        tag="free",
+        status=0,
+        uptime_5m=uptime,
+        uptime_30m=uptime,
+        uptime_1d=uptime,
+        latency_p50_ms=ttft_ms,
+        latency_p90_ms=ttft_ms * 1.5,
+        throughput_p50=60.0,
+        fetched_at=STARTED,
+    )
+    return row
 
 
 def _result(model_id: str, family: str, verdict: Verdict, **overrides: Any) -> dict[str, Any]:
@@ -374,6 +402,52 @@ def fixed_state(
     catalog.append(_catalog_row(mid(UNTESTED_ID), "moonshotai/kimi", context_length=65_536))
     results.append(_result(mid(UNTESTED_ID), "moonshotai/kimi", Verdict.UNTESTED_QUOTA, n=0))
 
+    # Screened only: one answer, the rest of its suite left by the quota.
+    catalog.append(_catalog_row(mid(PARTIAL_ID), "qwen/qwen3"))
+    probes.append(_probe(mid(PARTIAL_ID), "qwen/qwen3", "json_object", total_ms=800.0, provider="Chutes"))
+    results.append(
+        _result(
+            mid(PARTIAL_ID),
+            "qwen/qwen3",
+            Verdict.WORKING,
+            n=1,
+            n_ok=1,
+            n_passed=1,
+            success_rate=1.0,
+            p50_total_ms=800.0,
+            p90_total_ms=800.0,
+            p50_ttft_ms=240.0,
+            p90_ttft_ms=240.0,
+            p50_ttft_content_ms=320.0,
+            tasks_passed="json_object",
+            tasks_failed="",
+        )
+    )
+
+    # Settled by its endpoints listing (no endpoint), without a chat request.
+    catalog.append(_catalog_row(mid(SETTLED_ID), "acme/listed"))
+    results.append(
+        _result(
+            mid(SETTLED_ID),
+            "acme/listed",
+            Verdict.FAILING,
+            n=0,
+            root_cause=Failure.NO_ENDPOINTS.value,
+            remedy=FAILURE_INFO[Failure.NO_ENDPOINTS].remedy,
+            evidence=NO_ENDPOINTS_EVIDENCE,
+            tasks_failed="",
+        )
+    )
+
+    # The endpoints listings: figures close to the measured ones, except two that disagree.
+    endpoints = [
+        _endpoint(mid(m), hostile or provider, ttft_ms=(300.0 if m == SLOWER_THAN_REPORTED else p50 * 0.3))
+        for m, (_family, p50, provider, _reasoning) in WORKING.items()
+    ]
+    endpoints.append(_endpoint(mid(failing_id(UP_BUT_FAILING)), hostile or "Chutes", ttft_ms=500.0))
+    endpoints.append(_endpoint(mid(PARTIAL_ID), hostile or "Chutes", ttft_ms=250.0, uptime=42.0))
+    endpoints.append({"run_id": RUN_ID, "model_id": mid(SETTLED_ID), "listing": "empty", "routable": True})
+
     # Routers and a paid model: in the catalog count, not among the free models.
     catalog.append(
         _catalog_row("openrouter/auto", "openrouter/auto", is_router=True, is_free=False, price_prompt=-1.0)
@@ -472,6 +546,7 @@ def fixed_state(
         "changes": changes,
         "history": history,
         "previous": previous,
+        "endpoints": endpoints,
     }
 
 
@@ -499,6 +574,7 @@ def report_data_from(state: dict[str, Any]) -> ReportData:
         changes=pl.DataFrame(state["changes"], schema=CHANGES_SCHEMA),
         history=pl.DataFrame(state["history"], schema=HISTORY_SCHEMA),
         previous_run=state["previous"],
+        endpoints=pl.DataFrame(state["endpoints"], schema=ENDPOINTS_SCHEMA),
     )
 
 

@@ -797,3 +797,71 @@ def test_what_a_resume_sends_again() -> None:
     }  # fmt: skip
     used = storage.attempts_used(probes)
     assert used[("account-429", "arithmetic", 0)] == 1 and used[("retryable-spent", "arithmetic", 0)] == 3
+
+
+# --- deferred retries (retry_transient=False, not_before) ----------------------------------------
+
+
+def test_without_in_round_retries_a_transient_failure_comes_back_deferred_with_its_wait() -> None:
+    script = {
+        "busy:free": [lambda r: error(429, UPSTREAM, headers={"Retry-After": "1.5"})],
+        "down:free": [lambda r: error(502, UPSTREAM)],
+        "gone:free": [lambda r: error(404, "No endpoints found for gone:free.")],
+        "fine:free": [ok_stream],
+    }
+    server = Server(script)
+    limiter = RateLimiter(60_000, None)
+    before = limiter.now()
+    outcome = asyncio.run(run_with(server, specs_for(list(script)), limiter=limiter, retry_transient=False))
+    assert dict(server.count) == dict.fromkeys(script, 1)  # nothing retried within the call
+    deferred = {d.spec.model_id: d.not_before for d in outcome.deferred}
+    assert set(deferred) == {"busy:free", "down:free"}  # never the definitive one or the answer
+    assert deferred["busy:free"] >= before + 1.5  # the server's hint, on the limiter's clock
+    assert before <= deferred["down:free"] <= limiter.now() + plan_settings().backoff_max_s
+    assert outcome.unsent == [] and not outcome.quota_exhausted
+
+
+def test_a_deferred_retry_waits_for_not_before_and_numbers_its_attempt_on() -> None:
+    script = {"flaky:free": [lambda r: error(502, UPSTREAM), ok_stream]}
+    server = Server(script)
+    limiter = RateLimiter(60_000, None)
+    key = ("flaky:free", "arithmetic", 0)
+    first = asyncio.run(run_with(server, specs_for(list(script)), limiter=limiter, retry_transient=False))
+    (deferred,) = first.deferred
+    wait_until = limiter.now() + 0.3
+    second = asyncio.run(
+        run_with(
+            server,
+            [deferred.spec],
+            limiter=limiter,
+            attempt_offset={key: 1},
+            attempts_used={key: 1},
+            not_before={key: wait_until},
+        )
+    )
+    assert [r.attempt for r in second.results] == [2] and second.results[0].passed
+    assert server.log[1][0] - server.log[0][0] >= 0.29
+
+
+def test_a_deferral_never_exceeds_the_attempts_a_probe_has_left() -> None:
+    script = {"down:free": [lambda r: error(502, UPSTREAM)]}
+    key = ("down:free", "arithmetic", 0)
+    outcome = asyncio.run(
+        run_with(Server(script), specs_for(list(script)), retry_transient=False, attempts_used={key: 2})
+    )
+    assert len(outcome.results) == 1 and outcome.deferred == []  # its third and last attempt
+
+
+def test_the_accounts_minute_limit_is_still_waited_out_within_the_call() -> None:
+    first = {"done": False}
+
+    def minute_limit_once(request: httpx.Request) -> httpx.Response:
+        if not first["done"]:
+            first["done"] = True
+            return error(429, PER_MIN, headers={"Retry-After": "0.2"})
+        return ok_stream(request)
+
+    server = Server({"m:free": [minute_limit_once]})
+    outcome = asyncio.run(run_with(server, specs_for(["m:free"]), retry_transient=False))
+    assert [r.failure for r in outcome.results] == [Failure.RATE_LIMIT_ACCOUNT, None]
+    assert outcome.deferred == []

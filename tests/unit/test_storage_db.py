@@ -88,6 +88,22 @@ def make_run(
             ],
         ),
     )
+    storage.write_table(
+        folder / "endpoints.parquet",
+        frame(
+            TABLE_SCHEMAS["endpoints"],
+            [
+                {
+                    "run_id": run_id,
+                    "model_id": m,
+                    "listing": "endpoints",
+                    "provider": "Chutes",
+                    "uptime_30m": 99.0,
+                }
+                for m in ids
+            ],
+        ),
+    )
     if with_changes:
         storage.write_table(
             folder / "changes.parquet",
@@ -182,13 +198,29 @@ def test_a_version_1_database_gains_the_probe_and_result_columns_of_migration_2(
         )
     monkeypatch.undo()
     with storage.connect(db_path) as con:
-        assert storage.applied_versions(con) == [1, 2]
+        assert storage.applied_versions(con) == ALL_VERSIONS
         probe_columns = [name for name, *_ in con.execute("DESCRIBE probes").fetchall()]
         assert probe_columns[-4:] == ["answer_channel", "limit_source", "is_byok", "remedy_hint"]
         assert [name for name, *_ in con.execute("DESCRIBE model_results").fetchall()][-1] == "caveat"
         assert con.execute("SELECT model_id, answer_channel, is_byok FROM probes").fetchall() == [
             ("m", None, None)
         ]
+
+
+def test_a_version_2_database_gains_the_endpoints_table_of_migration_3(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "migrations", store_db.migrations[:2])
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 2)
+    with storage.connect(db_path) as con:
+        tables = {t for (t,) in con.execute("SHOW TABLES").fetchall()}
+        assert "endpoints" not in tables
+    monkeypatch.undo()
+    with storage.connect(db_path) as con:
+        assert storage.applied_versions(con)[-1] == 3
+        columns = [name for name, *_ in con.execute("DESCRIBE endpoints").fetchall()]
+        assert columns == list(storage.DB_SCHEMAS["endpoints"])
+        assert con.execute("SELECT count(*) FROM endpoints").fetchall() == [(0,)]
 
 
 def test_a_database_from_a_newer_program_is_refused(db_path: Path) -> None:
@@ -362,6 +394,7 @@ def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) 
         "model_results": 3,
         "rotation": 3,
         "changes": 1,
+        "endpoints": 3,
     }
     runs = storage.list_runs(con)
     assert runs.schema == pl.Schema(storage.DB_SCHEMAS["runs"])
