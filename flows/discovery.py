@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 import httpx
 import polars as pl
@@ -233,12 +233,15 @@ class Steps:
     in_prefect: bool = False  # inside a flow run: tag it, publish artifacts, emit alert events
 
 
-def _prefect_probe_round(plan_round: Round, ctx: RoundContext) -> Awaitable[PlanOutcome]:
+async def _prefect_probe_round(plan_round: Round, ctx: RoundContext) -> PlanOutcome:
     # A callable name: Prefect formats a string name with the task's parameters. The round's name is
     # project text only (``round-2-retries``), but a callable is never formatted at all.
     name = plan_round.name
-    run = probe_round_task.with_options(task_run_name=lambda: name)(plan_round, ctx)
-    return cast(Awaitable[PlanOutcome], run)  # a State only when the run is being interrupted
+    outcome = await probe_round_task.with_options(task_run_name=lambda: name)(plan_round, ctx)
+    if not isinstance(outcome, PlanOutcome):
+        # The task run ended as Cancelled: the run is being interrupted.
+        raise asyncio.CancelledError("interrupted")
+    return outcome
 
 
 PREFECT_STEPS = Steps(
