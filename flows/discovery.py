@@ -42,6 +42,7 @@ from freemodels.errors import DiscoveryError
 from freemodels.records import ProbeSpec, RunInfo, RunStatus, RunStep
 from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome
+from freemodels.secrets import install_log_redaction, printable
 from freemodels.settings import Settings
 from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
@@ -112,7 +113,7 @@ def suite_seed(run_id: str) -> int:
 class FetchCatalog(Protocol):
     def __call__(
         self, client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
-    ) -> Awaitable[tuple[pl.DataFrame, datetime]]: ...
+    ) -> Awaitable[tuple[pl.DataFrame, datetime, list[str]]]: ...
 
 
 class FetchQuota(Protocol):
@@ -201,8 +202,8 @@ def _prefect_test_family(
     family: str, specs: Sequence[ProbeSpec], ctx: FamilyContext
 ) -> Awaitable[PlanOutcome]:
     # A callable name: Prefect formats a string name with the task's parameters, and a family name
-    # comes from the catalog (a "{...}" in it must never be interpreted).
-    name = f"test-{family}"
+    # comes from the catalog (a "{...}" in it must never be interpreted). Control characters escaped.
+    name = printable(f"test-{family}")
     run = test_by_family_task.with_options(task_run_name=lambda: name)(family, specs, ctx)
     return cast(Awaitable[PlanOutcome], run)  # a State only when the run is being interrupted
 
@@ -264,14 +265,17 @@ def flow_run_name() -> str:
 )
 @flow_signature
 async def discovery(params: RunParameters) -> RunSummary | State:
-    """Run one discovery. Parameters override settings; the API key never is a parameter."""
+    """Run one discovery. Parameters override settings; the API key never is a parameter.
+
+    Every error the project raises ends as one redacted line in the flow run's state message."""
+    install_log_redaction()
     logger = get_run_logger()
     quiet_expected_errors()
     try:
         with sigterm_cancels_this_task():
             return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
     except DiscoveryError as exc:
-        return Failed(message=str(exc), data=exc)
+        return Failed(message=printable(str(exc)), data=exc)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None:
@@ -314,11 +318,11 @@ async def execute(
             async with source.client(settings) as client:
                 # The catalog is the first request: an unreachable source stops the run here, before
                 # anything is written (a resumed run keeps the catalog it started with).
-                catalog, fetched_at = await steps.fetch_catalog(
+                catalog, fetched_at, catalog_notes = await steps.fetch_catalog(
                     client, origin=source.base_url, timeout_s=settings.catalog_timeout_s
                 )
                 if recorder is None:
-                    recorder = _new_recorder(prepared, source, flow_run_id)
+                    recorder = _new_recorder(prepared, source, flow_run_id, notes=catalog_notes)
                 else:
                     recorder.begin()
                 async with guarded(recorder, logger):
@@ -345,7 +349,9 @@ def _recorder(prepared: Prepared, flow_run_id: str | None) -> RunRecorder | None
     return recorder
 
 
-def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -> RunRecorder:
+def _new_recorder(
+    prepared: Prepared, source: Source, flow_run_id: str | None, *, notes: Sequence[str] = ()
+) -> RunRecorder:
     settings = prepared.settings
     now = datetime.now(UTC)
     run_id = storage.new_run_id(now)
@@ -369,6 +375,7 @@ def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -
         prefect_flow_run_id=str(flow_run_id) if flow_run_id else None,
         suite_version=SUITE_VERSION,
         settings_json=settings_json,
+        notes=list(notes),
     )
     folder = storage.run_dir(settings.runs_dir, run_id)
     recorder = RunRecorder(folder, info, settings.database)

@@ -5,7 +5,8 @@ way), environment variables with the ``DISCOVERY_`` prefix, a ``.env`` file in t
 defaults below. The OpenRouter key is read from ``OPENROUTER_API_KEY`` (or ``DISCOVERY_API_KEY``); it is a
 :class:`~pydantic.SecretStr` and is resolved in exactly one place, :meth:`Settings.resolved_api_key`.
 
-No other module reads ``os.environ``.
+No other module reads ``os.environ``. Every secret read here is registered with the redaction point
+(:func:`freemodels.secrets.register_secret`) at the moment it is read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from freemodels.errors import ConfigError
+from freemodels.secrets import register_secret
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 OPENROUTER_MODELS_LIMIT = 3
@@ -183,14 +185,20 @@ class Settings(BaseSettings):
         """Parquet files per run live under here."""
         return self.data_dir / "runs"
 
+    def model_post_init(self, context: Any) -> None:
+        """Register the key with the redaction point as soon as the settings hold it."""
+        if self.api_key is not None:
+            register_secret(self.api_key.get_secret_value())
+
     def resolved_api_key(self) -> str | None:
         """The API key, or None. Order: ``OPENROUTER_API_KEY``, then ``DISCOVERY_API_KEY``.
 
-        The only place the secret's value is read.
+        The only place the secret's value is read; it is registered with the redaction point.
         """
         if self.api_key is None:
             return None
         value = self.api_key.get_secret_value().strip()
+        register_secret(value)
         return value or None
 
     def timeouts(self) -> dict[str, float]:
@@ -210,9 +218,10 @@ def read_env_secret(name: str) -> str | None:
     """
     import os
 
-    if not name or not name.replace("_", "").isalnum():
+    if not name or not name.replace("_", "").isalnum() or not name.isascii():
         raise ConfigError(f"not a valid environment variable name: {name!r}")
     value = os.environ.get(name, "").strip()
+    register_secret(value)
     return value or None
 
 
