@@ -253,6 +253,16 @@ def flow_run_name() -> str:
     return run_name(datetime.now(UTC).date(), label)
 
 
+def started_from_deployment() -> bool:
+    """Whether the current flow run was created from a deployment (``prefect deployment run``, the
+    UI, the schedule): its parameters came from whoever can reach the Prefect API."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return run is not None and run.deployment_id is not None
+
+
 @flow(
     name="discovery",
     flow_run_name=flow_run_name,
@@ -267,13 +277,21 @@ def flow_run_name() -> str:
 async def discovery(params: RunParameters) -> RunSummary | State:
     """Run one discovery. Parameters override settings; the API key never is a parameter.
 
-    Every error the project raises ends as one redacted line in the flow run's state message."""
+    A run started from the deployment (:func:`started_from_deployment`) has untrusted parameters: see
+    :func:`flows.prepare.check_deployment_run`. A refusal, like every error the project raises, is one
+    redacted line in the flow run's state message."""
     install_log_redaction()
     logger = get_run_logger()
     quiet_expected_errors()
     try:
         with sigterm_cancels_this_task():
-            return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
+            return await execute(
+                params,
+                steps=PREFECT_STEPS,
+                logger=logger,
+                flow_run_id=flow_run.id,
+                deployment_run=started_from_deployment(),
+            )
     except DiscoveryError as exc:
         return Failed(message=printable(str(exc)), data=exc)
     except asyncio.CancelledError as exc:
@@ -297,9 +315,11 @@ async def execute(
     steps: Steps,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     flow_run_id: str | None,
+    deployment_run: bool = False,
 ) -> RunSummary:
-    """Run (or resume) one discovery with the given steps."""
-    prepared = prepare(params)
+    """Run (or resume) one discovery with the given steps (``deployment_run``: its parameters came
+    from the deployment and are checked as untrusted)."""
+    prepared = prepare(params, deployment_run=deployment_run)
     settings = prepared.settings
     in_prefect = steps.in_prefect and bool(flow_run_id)
     if prepared.resumed is not None:

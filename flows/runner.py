@@ -216,7 +216,9 @@ async def _flow_in_task(params: RunParameters) -> Any:
     from flows.lifecycle import sigterm_cancels_this_task
 
     with sigterm_cancels_this_task():
-        run = discovery(**dataclasses.asdict(params), return_state=True)
+        # Prefect stores a flow run's parameters: URLs go with their credentials masked (this process
+        # keeps them for the run's client).
+        run = discovery(**dataclasses.asdict(params.shown()), return_state=True)
         return await cast(Awaitable[Any], run)
 
 
