@@ -112,7 +112,7 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
 
     made = subprocess.run(
         [sys.executable, "-c", CREATE_BLOCK, receiver.url],
-        env={**stack.env, "PREFECT_API_URL": stack.api_url},
+        env={**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_API_AUTH_STRING": stack.auth},
         capture_output=True,
         text=True,
         timeout=120,
@@ -125,7 +125,7 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
     created = stack.prefect("automation", "create", "--from-file", str(automation))
     assert created.returncode == 0, created.stdout + created.stderr
 
-    scenario = tmp_path / "lost.toml"
+    scenario = stack.workdir / "lost.toml"  # a deployment run reads files in its project folder only
     scenario.write_text(f'[catalog]\nremove = ["{lost}"]\n')
     second = trigger_run(stack, f"scenario={json.dumps(str(scenario))}")
 
