@@ -32,10 +32,10 @@ EXIT_INTERRUPTED = 130
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """Summarise a catalog file or URL."""
-    from freemodels.catalog import parse_catalog, read_catalog_source, summarize
+    from freemodels.catalog import parse_catalog_with_notes, read_catalog_source, summarize
 
     raw = read_catalog_source(args.source, timeout_s=args.timeout)
-    frame = parse_catalog(raw, origin=args.source)
+    frame, notes = parse_catalog_with_notes(raw, origin=args.source)
     summary = summarize(frame)
     if args.json:
         print(json.dumps(summary.as_json()))
@@ -48,6 +48,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     print(f"    free by zero price:     {data['free_zero_price']}")
     print(f"  routers (counted apart):  {data['routers']}")
     print(f"  families of free models:  {data['families']}")
+    for note in notes:  # entries skipped or dropped
+        print(printable(f"  note: {note}"))
     return 0
 
 

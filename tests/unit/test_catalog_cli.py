@@ -142,3 +142,12 @@ def test_a_catalog_with_a_lone_surrogate_is_summarised_not_a_crash(
     out, err = capsys.readouterr()
     assert "models listed:            2" in out and err == ""
     out.encode("utf-8")
+
+
+def test_skipped_entries_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "some-bad.json"
+    path.write_text('{"data": [{"id": "a/b:free"}, {"name": "x"}, {"id": "c/d"}, {}]}', encoding="utf-8")
+    assert main(["catalog", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "models listed:            2" in out
+    assert f"  note: {path}: 2 entries skipped: no id (data[1], data[3])" in out
