@@ -42,7 +42,7 @@ from freemodels.errors import DiscoveryError
 from freemodels.records import ProbeSpec, RunInfo, RunStatus, RunStep
 from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome
-from freemodels.secrets import install_log_redaction, printable
+from freemodels.secrets import install_log_redaction, printable, untrusted
 from freemodels.settings import Settings
 from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
@@ -279,7 +279,8 @@ async def discovery(params: RunParameters) -> RunSummary | State:
 
     A run started from the deployment (:func:`started_from_deployment`) has untrusted parameters: see
     :func:`flows.prepare.check_deployment_run`. A refusal, like every error the project raises, is one
-    redacted line in the flow run's state message."""
+    redacted line in the flow run's state message; so is a defect of this program (its traceback goes
+    to the log, redacted)."""
     install_log_redaction()
     logger = get_run_logger()
     quiet_expected_errors()
@@ -294,6 +295,10 @@ async def discovery(params: RunParameters) -> RunSummary | State:
             )
     except DiscoveryError as exc:
         return Failed(message=printable(str(exc)), data=exc)
+    except Exception as exc:  # a defect: its message, redacted, not Prefect's own rendering of it
+        line = printable(untrusted(f"internal error: {type(exc).__name__}: {exc}", 500))
+        logger.error("%s", line, exc_info=exc)
+        return Failed(message=line, data=exc)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None:
