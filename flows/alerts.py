@@ -39,6 +39,7 @@ import polars as pl
 
 from freemodels.changes import listing_of
 from freemodels.records import Verdict
+from freemodels.secrets import untrusted
 
 EVENT_MODEL_LOST = "discovery.model.lost"
 RESOURCE_PREFIX = "openrouter.model."
@@ -130,7 +131,17 @@ def find_lost_models(
 
 
 def event_for(lost: LostModel, *, run_id: str, source: str) -> dict[str, Any]:
-    """The keyword arguments of :func:`prefect.events.emit_event` for one lost model."""
+    """The keyword arguments of :func:`prefect.events.emit_event` for one lost model.
+
+    The model id and the detail come from the catalog and a server's messages: they pass the
+    redaction point again (:func:`freemodels.secrets.untrusted`) before they go into an event."""
+    lost = LostModel(
+        model_id=untrusted(lost.model_id),
+        reason=lost.reason,
+        verdict=lost.verdict,
+        root_cause=lost.root_cause,
+        detail=untrusted(lost.detail, 1000),
+    )
     return {
         "event": EVENT_MODEL_LOST,
         "resource": {

@@ -2,7 +2,9 @@
 
 Each subcommand imports what it needs only when it runs, so ``discovery catalog`` and ``--help`` answer
 at once without loading Prefect. Every error the project raises on purpose (:class:`DiscoveryError`) ends
-as one line on stderr and exit code 2; a user mistake never shows a traceback.
+as one line on stderr and exit code 2; a user mistake never shows a traceback. Every line that may
+quote outside text is printed through :func:`~freemodels.secrets.printable` (control characters
+escaped), and every log record of the process is redacted (:func:`~freemodels.secrets.install_log_redaction`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from flows.argtypes import non_negative_int, port
 from flows.parameters import add_run_options
 from freemodels.errors import DiscoveryError, RunFailed, environment_error
+from freemodels.secrets import install_log_redaction, printable, redact
 
 EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -29,22 +32,24 @@ EXIT_INTERRUPTED = 130
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """Summarise a catalog file or URL."""
-    from freemodels.catalog import parse_catalog, read_catalog_source, summarize
+    from freemodels.catalog import parse_catalog_with_notes, read_catalog_source, summarize
 
     raw = read_catalog_source(args.source, timeout_s=args.timeout)
-    frame = parse_catalog(raw, origin=args.source)
+    frame, notes = parse_catalog_with_notes(raw, origin=args.source)
     summary = summarize(frame)
     if args.json:
         print(json.dumps(summary.as_json()))
         return 0
     data = summary.as_json()
-    print(f"catalog: {args.source}")
+    print(printable(f"catalog: {args.source}"))
     print(f"  models listed:            {data['models']}")
     print(f"  free (all):               {data['free']}")
     print(f"    free by ':free' suffix: {data['free_suffix']}")
     print(f"    free by zero price:     {data['free_zero_price']}")
     print(f"  routers (counted apart):  {data['routers']}")
     print(f"  families of free models:  {data['families']}")
+    for note in notes:  # entries skipped or dropped
+        print(printable(f"  note: {note}"))
     return 0
 
 
@@ -62,17 +67,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra = f", {run.untested} models untested" if run.untested else ""
         why = f": {run.reason}" if run.reason and run.status.value != "completed" else ""
         print(
-            f"resuming run {run.run_id} ({run.info.source}, started "
-            f"{run.info.started_at:%Y-%m-%d %H:%M} UTC, {run.status.value}{why}{extra})",
+            printable(
+                f"resuming run {run.run_id} ({run.info.source}, started "
+                f"{run.info.started_at:%Y-%m-%d %H:%M} UTC, {run.status.value}{why}{extra})"
+            ),
             flush=True,
         )
         params = replace(prepared.params, resume=run.run_id)
     end = run_discovery(params)
     if end.interrupted is not None:
-        print(f"discovery: {end.interrupted}", file=sys.stderr)
+        print(printable(f"discovery: {end.interrupted}"), file=sys.stderr)
         return EXIT_INTERRUPTED
     assert end.summary is not None
-    print(end.summary.describe())
+    print(printable(end.summary.describe(), keep_newlines=True))
     return 0
 
 
@@ -106,9 +113,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     data_dir = str(args.data_dir) if args.data_dir else None
     if getattr(args, "action", None) == "abandon":
-        print(abandon_run(args.run_id, data_dir=data_dir))
+        print(printable(abandon_run(args.run_id, data_dir=data_dir)))
         return 0
-    print(runs_table(data_dir=data_dir))
+    print(printable(runs_table(data_dir=data_dir), keep_newlines=True))
     return 0
 
 
@@ -239,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    install_log_redaction()
     debug = bool(args.debug) or _debug_requested()
     if debug:
         import os
@@ -248,35 +256,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except RunFailed as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(
-            f"discovery: error: {exc.reason} (run {exc.run_id} is recorded as failed; resume it with "
-            f"discovery run --resume {exc.run_id})",
+            printable(
+                f"discovery: error: {exc.reason} (run {exc.run_id} is recorded as failed; resume it with "
+                f"discovery run --resume {exc.run_id})"
+            ),
             file=sys.stderr,
         )
         return EXIT_RUN_FAILED
     except DiscoveryError as exc:
         if debug:
-            traceback.print_exc()
-        print(f"discovery: error: {exc}", file=sys.stderr)
+            _print_traceback()
+        print(printable(f"discovery: error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         if debug:
-            traceback.print_exc()
-        print(f"discovery: error: {environment_error(exc)}", file=sys.stderr)
+            _print_traceback()
+        print(printable(f"discovery: error: {environment_error(exc)}"), file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("discovery: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a defect of this program: one line, the traceback with --debug
         if debug:
-            raise
+            _print_traceback()
         print(
-            f"discovery: internal error: {type(exc).__name__}: {str(exc)[:300]} "
-            "(run again with --debug for the traceback)",
+            printable(
+                f"discovery: internal error: {type(exc).__name__}: {redact(str(exc))[:300]} "
+                "(run again with --debug for the traceback)"
+            ),
             file=sys.stderr,
         )
         return EXIT_RUN_FAILED
+
+
+def _print_traceback() -> None:
+    """The current exception's traceback on stderr (``--debug``), redacted."""
+    print(printable(redact(traceback.format_exc()), keep_newlines=True), file=sys.stderr)
 
 
 def _debug_requested() -> bool:

@@ -47,6 +47,7 @@ from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, RunInfo, RunStatus
 from freemodels.rounds import Round, RoundPlanner
 from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome, RateLimiter
+from freemodels.secrets import install_log_redaction, printable, untrusted
 from freemodels.settings import Settings
 from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
@@ -130,7 +131,7 @@ def suite_seed(run_id: str) -> int:
 class FetchCatalog(Protocol):
     def __call__(
         self, client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
-    ) -> Awaitable[tuple[pl.DataFrame, datetime]]: ...
+    ) -> Awaitable[tuple[pl.DataFrame, datetime, list[str]]]: ...
 
 
 class FetchQuota(Protocol):
@@ -236,7 +237,7 @@ class Steps:
 async def _prefect_probe_round(plan_round: Round, ctx: RoundContext) -> PlanOutcome:
     # A callable name: Prefect formats a string name with the task's parameters. The round's name is
     # project text only (``round-2-retries``), but a callable is never formatted at all.
-    name = plan_round.name
+    name = printable(plan_round.name)
     outcome = await probe_round_task.with_options(task_run_name=lambda: name)(plan_round, ctx)
     if not isinstance(outcome, PlanOutcome):
         # The task run ended as Cancelled: the run is being interrupted.
@@ -291,6 +292,16 @@ def flow_run_name() -> str:
     return run_name(datetime.now(UTC).date(), label)
 
 
+def started_from_deployment() -> bool:
+    """Whether the current flow run was created from a deployment (``prefect deployment run``, the
+    UI, the schedule): its parameters came from whoever can reach the Prefect API."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return run is not None and run.deployment_id is not None
+
+
 @flow(
     name="discovery",
     flow_run_name=flow_run_name,
@@ -303,14 +314,30 @@ def flow_run_name() -> str:
 )
 @flow_signature
 async def discovery(params: RunParameters) -> RunSummary | State:
-    """Run one discovery. Parameters override settings; the API key never is a parameter."""
+    """Run one discovery. Parameters override settings; the API key never is a parameter.
+
+    A run started from the deployment (:func:`started_from_deployment`) has untrusted parameters: see
+    :func:`flows.prepare.check_deployment_run`. A refusal, like every error the project raises, is one
+    redacted line in the flow run's state message; so is a defect of this program (its traceback goes
+    to the log, redacted)."""
+    install_log_redaction()
     logger = get_run_logger()
     quiet_expected_errors()
     try:
         with sigterm_cancels_this_task():
-            return await execute(params, steps=PREFECT_STEPS, logger=logger, flow_run_id=flow_run.id)
+            return await execute(
+                params,
+                steps=PREFECT_STEPS,
+                logger=logger,
+                flow_run_id=flow_run.id,
+                deployment_run=started_from_deployment(),
+            )
     except DiscoveryError as exc:
-        return Failed(message=str(exc), data=exc)
+        return Failed(message=printable(str(exc)), data=exc)
+    except Exception as exc:  # a defect: its message, redacted, not Prefect's own rendering of it
+        line = printable(untrusted(f"internal error: {type(exc).__name__}: {exc}", 500))
+        logger.error("%s", line, exc_info=exc)
+        return Failed(message=line, data=exc)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None:
@@ -332,9 +359,11 @@ async def execute(
     steps: Steps,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     flow_run_id: str | None,
+    deployment_run: bool = False,
 ) -> RunSummary:
-    """Run (or resume) one discovery with the given steps."""
-    prepared = prepare(params)
+    """Run (or resume) one discovery with the given steps (``deployment_run``: its parameters came
+    from the deployment and are checked as untrusted)."""
+    prepared = prepare(params, deployment_run=deployment_run)
     settings = prepared.settings
     in_prefect = steps.in_prefect and bool(flow_run_id)
     if prepared.resumed is not None:
@@ -353,11 +382,11 @@ async def execute(
             async with source.client(settings) as client:
                 # The catalog is the first request: an unreachable source stops the run here, before
                 # anything is written (a resumed run keeps the catalog it started with).
-                catalog, fetched_at = await steps.fetch_catalog(
+                catalog, fetched_at, catalog_notes = await steps.fetch_catalog(
                     client, origin=source.base_url, timeout_s=settings.catalog_timeout_s
                 )
                 if recorder is None:
-                    recorder = _new_recorder(prepared, source, flow_run_id)
+                    recorder = _new_recorder(prepared, source, flow_run_id, notes=catalog_notes)
                 else:
                     recorder.begin()
                 async with guarded(recorder, logger):
@@ -384,7 +413,9 @@ def _recorder(prepared: Prepared, flow_run_id: str | None) -> RunRecorder | None
     return recorder
 
 
-def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -> RunRecorder:
+def _new_recorder(
+    prepared: Prepared, source: Source, flow_run_id: str | None, *, notes: Sequence[str] = ()
+) -> RunRecorder:
     settings = prepared.settings
     now = datetime.now(UTC)
     run_id = storage.new_run_id(now)
@@ -409,6 +440,7 @@ def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -
         prefect_flow_run_id=str(flow_run_id) if flow_run_id else None,
         suite_version=SUITE_VERSION,
         settings_json=settings_json,
+        notes=list(notes),
     )
     folder = storage.run_dir(settings.runs_dir, run_id)
     recorder = RunRecorder(folder, info, settings.database)

@@ -10,8 +10,10 @@
 * what a resumed run takes over from the run it continues (:meth:`RunParameters.resumed_from`).
 
 Each field's metadata (:class:`Meta`) says how it appears on the command line, whether a resumed run
-keeps the stored value, whether it is one of the deployment's defaults, and which setting it
-overrides.
+keeps the stored value, whether it is one of the deployment's defaults, which setting it overrides,
+and what a value may reach on the machine (:class:`Trust`): :func:`flows.prepare.check_deployment_run`
+checks every field by its trust kind when a run was started from the deployment, whose parameters
+anyone who can reach the Prefect API may set.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import argparse
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from flows.argtypes import non_negative_int, positive_int
 from freemodels.errors import ConfigError
+from freemodels.secrets import safe_url
 from freemodels.source import NAMED_SOURCES
 
 SOURCES = ("auto", *NAMED_SOURCES)
@@ -32,6 +36,19 @@ SUITES = ("standard",)
 LATEST = "latest"
 T = TypeVar("T")
 """``resume`` value meaning the newest unfinished run."""
+
+
+class Trust(StrEnum):
+    """What a parameter's value can reach on the machine, and so how a deployment run's value is checked."""
+
+    KEY_ENV = "key_env"
+    """Names an environment variable whose value is sent as the bearer key: only allowed names."""
+    URL = "url"
+    """A server the run sends requests (and the key) to: only allowed base URLs, no credentials."""
+    FILE = "file"
+    """A file the run reads: a regular file inside the input folder, not hidden, under the size cap."""
+    FOLDER = "folder"
+    """A folder the run writes to: fixed by whoever started the serve process, never a parameter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +63,7 @@ class Meta:
     resume: bool = False  # a resumed run keeps the value stored with the run
     deployment_default: bool = False  # one of the deployment's default parameters
     setting: str | None = None  # the Settings field it overrides
+    trust: Trust | None = None  # what the value can reach (None: nothing outside the run)
 
 
 def _p(default: Any, meta: Meta) -> Any:
@@ -65,6 +83,7 @@ class RunParameters:
             choices=SOURCES,
             resume=True,
             deployment_default=True,
+            trust=Trust.URL,  # a deployment run may pass a URL here
         ),
     )
     base_url: str | None = _p(
@@ -74,6 +93,7 @@ class RunParameters:
             flag="--base-url",
             metavar="URL",
             resume=True,
+            trust=Trust.URL,
         ),
     )
     api_key_env: str | None = _p(
@@ -83,6 +103,7 @@ class RunParameters:
             flag="--api-key-env",
             metavar="NAME",
             resume=True,
+            trust=Trust.KEY_ENV,
         ),
     )
     scenario: str | None = _p(
@@ -93,6 +114,7 @@ class RunParameters:
             metavar="FILE",
             resume=True,
             setting="sandbox_scenario",
+            trust=Trust.FILE,
         ),
     )
     seed: int | None = _p(
@@ -133,6 +155,7 @@ class RunParameters:
             "file of model ids (one per line) to check even if the catalog does not list them",
             flag="--candidates",
             metavar="FILE",
+            trust=Trust.FILE,
         ),
     )
     max_models: int | None = _p(
@@ -182,6 +205,7 @@ class RunParameters:
             flag="--data-dir",
             metavar="DIR",
             setting="data_dir",
+            trust=Trust.FOLDER,
         ),
     )
     docs_dir: str | None = _p(
@@ -191,6 +215,7 @@ class RunParameters:
             flag="--docs-dir",
             metavar="DIR",
             setting="docs_dir",
+            trust=Trust.FOLDER,
         ),
     )
 
@@ -240,15 +265,28 @@ class RunParameters:
         return overrides
 
     def stored(self) -> dict[str, object]:
-        """The values a resumed run takes over, as stored with the run (scenario as an absolute path)."""
+        """The values a resumed run takes over, as stored with the run (scenario as an absolute path,
+        URLs with their credentials masked)."""
         values: dict[str, object] = {}
         for f in fields(self):
             if _META[f.name].resume:
                 value = getattr(self, f.name)
                 if f.name == "scenario" and value:
                     value = str(Path(str(value)).resolve())
+                elif _META[f.name].trust is Trust.URL and isinstance(value, str):
+                    value = safe_url(value)
                 values[f.name] = value
         return values
+
+    def shown(self) -> RunParameters:
+        """These parameters as they may be shown or handed to Prefect: URLs with their credentials
+        masked (this process keeps the URLs as given: :func:`freemodels.secrets.real_url`)."""
+        updates = {
+            f.name: safe_url(value)
+            for f in fields(self)
+            if _META[f.name].trust is Trust.URL and isinstance(value := getattr(self, f.name), str)
+        }
+        return replace(self, **updates)  # type: ignore[arg-type]
 
     def resumed_from(self, stored: Mapping[str, object], *, run_id: str) -> RunParameters:
         """These parameters with every resume key taken from the run being resumed.
@@ -264,6 +302,9 @@ class RunParameters:
             theirs = stored.get(f.name, f.default)
             if mine != f.default and mine != theirs:
                 if f.name == "scenario" and theirs and Path(str(mine)).resolve() == Path(str(theirs)):
+                    continue
+                if _META[f.name].trust is Trust.URL and isinstance(mine, str) and safe_url(mine) == theirs:
+                    updates[f.name] = mine  # the URL with the credentials the stored one masks
                     continue
                 shown = _META[f.name].flag or f.name
                 raise ConfigError(

@@ -6,21 +6,36 @@ request (database healthy, folders writable, disk space). Any problem ends here 
 :class:`~freemodels.errors.DiscoveryError` line, before a run folder is touched or a request is sent.
 The CLI calls it before starting Prefect, so a mistake is reported in a second; the flow calls it
 again, for runs started from a deployment.
+
+A run started from the deployment (``prefect deployment run``, the UI, the schedule) takes its
+parameters from whoever can reach the Prefect API, so :func:`check_deployment_run` treats them as
+untrusted, by each field's :class:`~flows.parameters.Trust`: a key variable must be in
+``DISCOVERY_ALLOWED_KEY_ENVS``, a base URL must match ``DISCOVERY_ALLOWED_BASE_URLS`` and carry no
+credentials, a candidates or scenario file (and every file the scenario replays) must be a regular,
+non-hidden file inside ``DISCOVERY_INPUT_DIR`` (default: the folder the run starts in) no larger than
+``DISCOVERY_MAX_INPUT_FILE_BYTES``, and the data and docs folders are the serve process's own
+(``DISCOVERY_DATA_DIR`` / ``DISCOVERY_DOCS_DIR``), never a parameter. A resumed run is checked with
+the parameters it takes over. A refusal is one line, naming the parameter, in the flow run's state.
+The command line is the user's own machine: none of these checks apply to it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from flows.parameters import RunParameters
+import httpx
+
+from flows.parameters import RunParameters, Trust
 from freemodels import storage
 from freemodels.candidates import read_candidates
 from freemodels.checks import check_environment, check_reachable
 from freemodels.errors import ConfigError
 from freemodels.records import RunInfo
 from freemodels.runs import RunView, pick_run_to_resume
+from freemodels.secrets import MASK, hides_credentials
 from freemodels.settings import Settings, load_settings
 from freemodels.source import (
     PROFILES,
@@ -84,13 +99,137 @@ def _check_same_source(run: RunView, settings: Settings, kind: SourceKind) -> No
         raise ConfigError(f"cannot resume run {run.run_id}: {why}; it is left as it was")
 
 
-def prepare(params: RunParameters) -> Prepared:
-    """Resolve and check a run (see the module docstring). Raises the project's one-line errors."""
+# --------------------------------------------------------------------------------------------------
+# deployment runs: the trust boundary
+
+
+def url_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
+    """Whether ``url`` matches an entry: same scheme and host, the entry's port (any when it names
+    none), and a path inside the entry's path. A URL with credentials never matches."""
+    try:
+        target = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    if target.userinfo or not target.host:
+        return False
+    path = target.path.rstrip("/") + "/"
+    if "/../" in path or "/./" in path:
+        return False
+    for entry in allowlist:
+        try:
+            allowed = httpx.URL(entry)
+        except (httpx.InvalidURL, TypeError):
+            continue
+        if (target.scheme, target.host.lower()) != (allowed.scheme, allowed.host.lower()):
+            continue
+        if allowed.port is not None and (target.port or _DEFAULT_PORTS.get(target.scheme)) != allowed.port:
+            continue
+        if path.startswith(allowed.path.rstrip("/") + "/"):
+            return True
+    return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_input_file(value: str, *, name: str, root: Path, max_bytes: int) -> Path:
+    """The file a deployment run may read as ``name``: a regular file inside ``root``, not hidden and
+    not inside a hidden folder, at most ``max_bytes``. Raises one line naming the parameter."""
+    where = root.resolve()
+    path = (where / Path(value).expanduser()).resolve()
+    if not path.is_relative_to(where):
+        raise ConfigError(
+            f"{name}: {value} is outside {where}; a deployment run reads files only there "
+            "(DISCOVERY_INPUT_DIR)"
+        )
+    if any(part.startswith(".") for part in path.relative_to(where).parts):
+        raise ConfigError(
+            f"{name}: {value} is hidden or inside a hidden folder; a deployment run never reads it"
+        )
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {value} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{name}: {value} is not a regular file")
+    if info.st_size > max_bytes:
+        raise ConfigError(
+            f"{name}: {value} is larger than {max_bytes} bytes (DISCOVERY_MAX_INPUT_FILE_BYTES)"
+        )
+    return path
+
+
+def check_deployment_run(params: RunParameters, settings: Settings) -> RunParameters:
+    """Refuse what a deployment run's parameters may not reach (see the module docstring); returns
+    the parameters with each file as the absolute path that was checked."""
+    configured = load_settings()  # the serve process's own settings, without the run's parameters
+    root = settings.input_dir or Path.cwd()
+    files: dict[str, str] = {}
+    for f in fields(params):
+        trust = RunParameters.meta(f.name).trust
+        value = getattr(params, f.name)
+        if trust is None or value is None:
+            continue
+        if trust is Trust.KEY_ENV and value not in settings.key_env_allowlist:
+            allowed = ", ".join(settings.key_env_allowlist) or "none"
+            raise ConfigError(
+                f"{f.name}: {value} is not a key variable a deployment run may use (allowed: {allowed}; "
+                "DISCOVERY_ALLOWED_KEY_ENVS)"
+            )
+        is_url = str(value).startswith(("http://", "https://"))
+        if trust is Trust.URL and is_url and not url_allowed(str(value), settings.base_url_allowlist):
+            raise ConfigError(
+                f"{f.name}: {value} is not a base URL a deployment run may probe "
+                f"(allowed: {', '.join(settings.base_url_allowlist) or 'none'}, without credentials; "
+                "DISCOVERY_ALLOWED_BASE_URLS)"
+            )
+        if trust is Trust.FILE:
+            path = check_input_file(
+                str(value), name=f.name, root=root, max_bytes=settings.max_input_file_bytes
+            )
+            files[f.name] = str(path)
+        if trust is Trust.FOLDER:
+            setting = RunParameters.meta(f.name).setting
+            assert setting is not None
+            mine = Path(getattr(configured, setting)).resolve()
+            if Path(str(value)).resolve() != mine:
+                raise ConfigError(
+                    f"{f.name}: a deployment run writes only to {mine} (DISCOVERY_{setting.upper()} of the "
+                    "serve process); leave the parameter out"
+                )
+    if "scenario" in files:
+        from freemodels.sandbox.scenario import load_scenario
+
+        for path in load_scenario(files["scenario"]).replay_files():
+            check_input_file(
+                str(path), name="scenario (replay)", root=root, max_bytes=settings.max_input_file_bytes
+            )
+    return replace(params, **files)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare(params: RunParameters, *, deployment_run: bool = False) -> Prepared:
+    """Resolve and check a run (see the module docstring). Raises the project's one-line errors.
+
+    ``deployment_run``: the run was started from the deployment; its parameters are untrusted."""
     params.check()
+    if deployment_run:
+        params = check_deployment_run(params, settings_for(params))
     settings = settings_for(params)
     resumed: RunView | None = None
     if params.resume:
         params, settings, resumed = _resume(params, settings)
+        if deployment_run:
+            params = check_deployment_run(params, settings)
+            settings = settings_for(params)
+        url = params.base_url or ""
+        if MASK in url and hides_credentials(url):
+            raise ConfigError(
+                f"run {resumed.run_id} used a base URL with credentials, which are never stored: resume "
+                "it with --base-url and the URL as you first gave it"
+            )
         try:
             kind = SourceKind(resumed.info.source)
         except ValueError:

@@ -4,8 +4,10 @@ Prefect is configured here, at the edge, before it is imported: analytics off (t
 no internet) and quieter server logs. A run records into a Prefect server, chosen in this order:
 
 1. the one ``PREFECT_API_URL`` names;
-2. the local stack's, when ``discovery up`` runs in this folder (the run then shows in its UI);
-3. a temporary server started for the run and stopped after it.
+2. the local stack's, when ``discovery up`` runs in this folder (the run then shows in its UI), with
+   the stack's auth string;
+3. a temporary server started for the run and stopped after it, which requires an auth string of
+   its own (anyone on the machine could otherwise start runs on it while it is up).
 
 The temporary server runs in a session of its own, so the Ctrl-C meant for the run does not kill it
 while the run still reports its state to it (that left Prefect's event worker retrying for minutes).
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -71,17 +74,19 @@ def _configured_api_url() -> str | None:
     return os.environ.get("PREFECT_API_URL") or None
 
 
-def _stack_api_url(stack_dir: Path) -> str | None:
-    """The API of the local stack recorded in ``stack_dir``, when it runs and answers."""
-    from flows.stack import StackPaths, load_state, server_healthy
+def _stack_api(stack_dir: Path) -> tuple[str, str | None] | None:
+    """The API of the local stack recorded in ``stack_dir`` and its auth string, when it runs and
+    answers."""
+    from flows.stack import StackPaths, auth_string, load_state, server_healthy
 
+    paths = StackPaths.at(stack_dir)
     try:
-        state = load_state(StackPaths.at(stack_dir))
+        state = load_state(paths)
+        if state is None or not server_healthy(state.api_url):
+            return None
+        return state.api_url, auth_string(paths)
     except DiscoveryError:
         return None
-    if state is None or not server_healthy(state.api_url):
-        return None
-    return state.api_url
 
 
 def _free_port() -> int:
@@ -91,14 +96,21 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def temporary_server() -> Iterator[str]:
-    """A Prefect server for one run, in its own session; yields its API URL and stops it after."""
+def temporary_server() -> Iterator[tuple[str, str]]:
+    """A Prefect server for one run, in its own session; yields its API URL and the auth string it
+    requires (new for each server), and stops it after."""
+    from freemodels.secrets import register_secret
+
     port = _free_port()
+    token = secrets.token_urlsafe(24)
+    register_secret(token)
+    auth = f"discovery:{token}"
     env = {
         **os.environ,
         "PREFECT_UI_ENABLED": "0",
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
     }
     env.pop("PREFECT_API_URL", None)
     argv = [
@@ -142,7 +154,7 @@ def temporary_server() -> Iterator[str]:
                 waited = TEMPORARY_SERVER_START_TIMEOUT_S
                 raise ConfigError(f"the temporary Prefect server did not answer within {waited:.0f} s")
             time.sleep(0.2)
-        yield api
+        yield api, auth
     finally:
         _stop(proc)
 
@@ -166,14 +178,20 @@ def prefect_api(stack_dir: Path) -> Iterator[str]:
     """The API a CLI run records into (see the module docstring), set for Prefect for the block."""
     configured = _configured_api_url()
     if configured:
-        yield configured
+        try:
+            yield configured
+        finally:
+            drain_prefect_workers()
         return
-    stack = _stack_api_url(stack_dir)
+    stack = _stack_api(stack_dir)
     with contextlib.ExitStack() as stack_of_contexts:
-        api = stack or stack_of_contexts.enter_context(temporary_server())
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        api, auth = stack or stack_of_contexts.enter_context(temporary_server())
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        updates: dict[Any, Any] = {PREFECT_API_URL: api}
+        if auth:
+            updates[PREFECT_API_AUTH_STRING] = auth
+        with temporary_settings(updates=updates):
             try:
                 yield api
             finally:
@@ -181,8 +199,8 @@ def prefect_api(stack_dir: Path) -> Iterator[str]:
 
 
 def drain_prefect_workers(timeout_s: float = WORKER_DRAIN_TIMEOUT_S) -> None:
-    """Send the logs and events Prefect still holds while the server is up (a temporary server
-    stops right after; left for later, they would be retried against a closed port for minutes)."""
+    """Send the logs and events Prefect still holds while the server is up: a temporary server stops
+    right after, and whatever is left at exit would be retried against a closed port for minutes."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -215,7 +233,9 @@ async def _flow_in_task(params: RunParameters) -> Any:
     from flows.lifecycle import sigterm_cancels_this_task
 
     with sigterm_cancels_this_task():
-        run = discovery(**dataclasses.asdict(params), return_state=True)
+        # Prefect stores a flow run's parameters: URLs go with their credentials masked (this process
+        # keeps them for the run's client).
+        run = discovery(**dataclasses.asdict(params.shown()), return_state=True)
         return await cast(Awaitable[Any], run)
 
 

@@ -6,12 +6,21 @@ processes that ``up`` recorded. Everything the stack keeps lives in one project-
 
     .stack/
       stack.json         what up started: pids, their start times, ports, URLs, folders
+      auth               the API's auth string (mode 0600), generated once
       prefect/           PREFECT_HOME of both processes: the server's SQLite database (prefect.db)
       logs/server.log    the server's output
       logs/serve.log     the serve process's output, and the output of every flow run it starts
 
 The server listens on loopback only, keeps its data in SQLite under the stack folder, has analytics
 off, and needs no internet. ``~/.prefect`` is never used by the stack.
+
+Anyone who can reach the API can start a deployment run with any parameters, so the API requires
+authentication: the server gets ``PREFECT_SERVER_API_AUTH_STRING`` and every client of the project
+(the serve process, ``discovery run``, ``discovery status``) sends it as ``PREFECT_API_AUTH_STRING``
+(HTTP Basic). The string is generated on the first ``up`` (``discovery:<random>``) and kept in
+``.stack/auth``; ``discovery status --env`` prints the lines a shell needs. Cross-origin requests are
+allowed from the UI's own origin only. What stays open without the string: ``/api/health`` and
+``/api/ready``, the UI's static files and its settings (which say that a login is needed).
 
 Processes are started in their own session (``start_new_session``), so each is the leader of its own
 process group: stopping sends SIGTERM to that group (the process and anything it started), then SIGKILL
@@ -22,9 +31,11 @@ after a reboot is never touched.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,6 +50,7 @@ from typing import Any
 import httpx
 
 from freemodels.errors import DiscoveryError
+from freemodels.secrets import register_secret
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -83,6 +95,10 @@ class StackPaths:
     @property
     def database(self) -> Path:
         return self.prefect_home / "prefect.db"
+
+    @property
+    def auth_file(self) -> Path:
+        return self.root / "auth"
 
     @property
     def logs(self) -> Path:
@@ -174,6 +190,42 @@ def save_state(paths: StackPaths, state: StackState) -> None:
     tmp = paths.state_file.with_suffix(".json.tmp")
     tmp.write_text(state.to_json() + "\n", encoding="utf-8")
     tmp.replace(paths.state_file)
+
+
+# --------------------------------------------------------------------------------------------------
+# the API's auth string
+
+AUTH_USER = "discovery"
+
+
+def auth_string(paths: StackPaths, *, create: bool = False) -> str | None:
+    """The stack's auth string from ``.stack/auth`` (None when there is none); ``create`` generates
+    it once, readable by the user only (mode 0600). It is registered with the redaction point."""
+    try:
+        text = paths.auth_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise StackError(f"cannot read {paths.auth_file}: {exc.strerror or exc}") from None
+    if not text and create:
+        text = f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.auth_file.unlink(missing_ok=True)
+        fd = os.open(paths.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    if text:
+        with contextlib.suppress(OSError):
+            paths.auth_file.chmod(0o600)
+        register_secret(text.partition(":")[2] or text)  # the secret part (not the user name)
+    return text or None
+
+
+def auth_headers(auth: str | None) -> dict[str, str]:
+    """The ``Authorization`` header Prefect's clients send for ``auth`` (none without one)."""
+    if not auth:
+        return {}
+    return {"Authorization": f"Basic {base64.b64encode(auth.encode('utf-8')).decode('ascii')}"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,7 +373,7 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 
 def server_healthy(api: str) -> bool:
-    """True when the Prefect API at ``api`` answers its health check."""
+    """True when the Prefect API at ``api`` answers its health check (which needs no auth string)."""
     try:
         response = httpx.get(f"{api}/health", timeout=HTTP_TIMEOUT_S)
     except httpx.HTTPError:
@@ -329,10 +381,14 @@ def server_healthy(api: str) -> bool:
     return response.status_code == 200 and response.json() is True
 
 
-def read_deployment(api: str) -> dict[str, object] | None:
+def read_deployment(api: str, auth: str | None = None) -> dict[str, object] | None:
     """The ``discovery/monthly`` deployment as the API returns it, or None when it does not exist."""
     try:
-        response = httpx.get(f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT_NAME}", timeout=HTTP_TIMEOUT_S)
+        response = httpx.get(
+            f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT_NAME}",
+            headers=auth_headers(auth),
+            timeout=HTTP_TIMEOUT_S,
+        )
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -341,7 +397,9 @@ def read_deployment(api: str) -> dict[str, object] | None:
     return data
 
 
-def next_scheduled_run(api: str, deployment: Mapping[str, object]) -> datetime | None:
+def next_scheduled_run(
+    api: str, deployment: Mapping[str, object], auth: str | None = None
+) -> datetime | None:
     """When the deployment's next scheduled run is expected (UTC), or None when none is scheduled."""
     body = {
         "deployments": {"id": {"any_": [str(deployment.get("id"))]}},
@@ -350,7 +408,9 @@ def next_scheduled_run(api: str, deployment: Mapping[str, object]) -> datetime |
         "limit": 1,
     }
     try:
-        response = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=HTTP_TIMEOUT_S)
+        response = httpx.post(
+            f"{api}/flow_runs/filter", json=body, headers=auth_headers(auth), timeout=HTTP_TIMEOUT_S
+        )
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -401,9 +461,11 @@ def wait_until(
 # the two processes
 
 
-def prefect_environment(paths: StackPaths, host: str, port: int) -> dict[str, str]:
-    """Prefect settings shared by the server and the serve process: local home, local API, offline."""
+def prefect_environment(paths: StackPaths, host: str, port: int, *, auth: str) -> dict[str, str]:
+    """Prefect settings shared by the server and the serve process: local home, local API with its
+    auth string, offline."""
     return {
+        "PREFECT_API_AUTH_STRING": auth,
         "PREFECT_HOME": str(paths.prefect_home),
         "PREFECT_PROFILES_PATH": str(paths.prefect_home / "profiles.toml"),
         "PREFECT_API_URL": api_url(host, port),
@@ -413,10 +475,13 @@ def prefect_environment(paths: StackPaths, host: str, port: int) -> dict[str, st
     }
 
 
-def server_environment(paths: StackPaths, host: str, port: int) -> dict[str, str]:
-    """The server's settings: SQLite under the stack folder, the UI pointed at this API."""
+def server_environment(paths: StackPaths, host: str, port: int, *, auth: str) -> dict[str, str]:
+    """The server's settings: SQLite under the stack folder, the UI pointed at this API, the auth
+    string required, cross-origin requests only from the UI's own origin."""
     return {
-        **prefect_environment(paths, host, port),
+        **prefect_environment(paths, host, port, auth=auth),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://{host}:{port}",
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_UI_API_URL": api_url(host, port),
@@ -436,11 +501,11 @@ def serve_command(defaults: Mapping[str, Any]) -> list[str]:
 
 
 def serve_environment(
-    paths: StackPaths, host: str, port: int, *, data_dir: Path, docs_dir: Path
+    paths: StackPaths, host: str, port: int, *, data_dir: Path, docs_dir: Path, auth: str
 ) -> dict[str, str]:
     """The serve process's settings; flow runs inherit them (and its working directory)."""
     return {
-        **prefect_environment(paths, host, port),
+        **prefect_environment(paths, host, port, auth=auth),
         "DISCOVERY_DATA_DIR": str(data_dir),
         "DISCOVERY_DOCS_DIR": str(docs_dir),
     }
@@ -450,6 +515,8 @@ def serve_environment(
 FOREIGN_PREFECT_VARS = (
     "PREFECT_PROFILE",
     "PREFECT_API_KEY",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_SERVER_API_AUTH_STRING",
     "PREFECT_API_DATABASE_CONNECTION_URL",
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
 )
@@ -509,6 +576,8 @@ def start_stack(config: StackConfig) -> UpResult:
         )
     paths.prefect_home.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
+    auth = auth_string(paths, create=True)
+    assert auth is not None
     state = StackState(
         host=config.host,
         port=port,
@@ -522,7 +591,9 @@ def start_stack(config: StackConfig) -> UpResult:
             SERVER,
             server_command(config.host, port),
             cwd=config.project_dir,
-            env=child_environment(server_environment(paths, config.host, port), drop=FOREIGN_PREFECT_VARS),
+            env=child_environment(
+                server_environment(paths, config.host, port, auth=auth), drop=FOREIGN_PREFECT_VARS
+            ),
             log=paths.log(SERVER),
         )
         state = state.with_process(server)
@@ -542,7 +613,7 @@ def start_stack(config: StackConfig) -> UpResult:
             cwd=config.project_dir,
             env=child_environment(
                 serve_environment(
-                    paths, config.host, port, data_dir=config.data_dir, docs_dir=config.docs_dir
+                    paths, config.host, port, data_dir=config.data_dir, docs_dir=config.docs_dir, auth=auth
                 ),
                 drop=FOREIGN_PREFECT_VARS,
             ),
@@ -551,7 +622,7 @@ def start_stack(config: StackConfig) -> UpResult:
         state = state.with_process(serve)
         save_state(paths, state)
         serve_s = wait_until(
-            lambda: deployment_polled_since(read_deployment(state.api_url), serve_started),
+            lambda: deployment_polled_since(read_deployment(state.api_url, auth), serve_started),
             timeout_s=config.timeout_s,
             alive=lambda: is_running(serve),
             what="the serve process",
@@ -595,6 +666,8 @@ def stack_status(paths: StackPaths) -> StackStatus:
         return StackStatus(None, {}, False, None)
     running = running_processes(state)
     healthy = running.get(SERVER, False) and server_healthy(state.api_url)
-    deployment = read_deployment(state.api_url) if healthy else None
-    next_run = next_scheduled_run(state.api_url, deployment) if deployment is not None else None
+    deployment = read_deployment(state.api_url, auth_string(paths)) if healthy else None
+    next_run = (
+        next_scheduled_run(state.api_url, deployment, auth_string(paths)) if deployment is not None else None
+    )
     return StackStatus(state, running, healthy, deployment, next_run)

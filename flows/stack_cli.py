@@ -7,6 +7,7 @@ runs, so ``discovery --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from flows.stack import (
     StackConfig,
     StackPaths,
     StackState,
+    auth_string,
     stack_status,
     start_stack,
     stop_stack,
@@ -62,20 +64,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def how_to_use(state: StackState) -> str:
-    """The lines a user needs once the stack is up."""
+    """The lines a user needs once the stack is up (never the auth string itself)."""
     return "\n".join(
         [
-            f"Prefect UI:  {state.ui_url}",
+            f"Prefect UI:  {state.ui_url}  (log in with the auth string `discovery status --env` shows)",
             f"Reports:     {state.docs_dir}",
             f"Data:        {state.data_dir}",
             "",
             "Run a discovery now and wait for it:",
-            f"  export PREFECT_API_URL={state.api_url}",
+            '  eval "$(uv run discovery status --env)"     # PREFECT_API_URL and PREFECT_API_AUTH_STRING',
             f"  uv run prefect deployment run {FLOW_NAME}/{DEPLOYMENT_NAME} --watch",
             "",
             "Stop the stack:  uv run discovery down",
         ]
     )
+
+
+def env_lines(state: StackState, auth: str | None) -> str:
+    """The ``export`` lines that point Prefect's command line (and the UI's login) at the stack."""
+    lines = [f"export PREFECT_API_URL={state.api_url}"]
+    if auth:
+        lines.append(f"export PREFECT_API_AUTH_STRING={shlex.quote(auth)}")
+    return "\n".join(lines)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -153,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     state = status.state
     if args.env:
-        print(f"export PREFECT_API_URL={state.api_url}")
+        print(env_lines(state, auth_string(paths)))
         return 0
     for record in state.processes:
         running = "running" if status.running.get(record.name) else "not running"
@@ -236,6 +246,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show whether the local stack runs (exit 1 when it is not up)",
         description="Show the recorded processes, the API's health and the deployment's state.",
     )
-    status.add_argument("--env", action="store_true", help="print only the `export PREFECT_API_URL=...` line")
+    status.add_argument(
+        "--env",
+        action="store_true",
+        help=(
+            "print only the `export` lines of PREFECT_API_URL and PREFECT_API_AUTH_STRING (the auth "
+            'string is also the UI\'s login); use as eval "$(discovery status --env)"'
+        ),
+    )
     _stack_dir(status)
     status.set_defaults(func=cmd_status)

@@ -42,6 +42,7 @@ from pathlib import Path
 from freemodels.errors import ConfigError
 from freemodels.failures import Failure
 from freemodels.families import family_of, is_size_token, split_variant
+from freemodels.secrets import untrusted
 
 __all__ = [
     "CatalogIndex",
@@ -270,7 +271,7 @@ def read_candidates(path: str | Path) -> list[str]:
         raise ConfigError(f"candidates file {source} cannot be read ({exc.strerror or exc})") from None
     seen: dict[str, None] = {}
     for line in text.splitlines():
-        model_id = line.partition("#")[0].strip()
+        model_id = untrusted(line.partition("#")[0].strip())
         if model_id:
             seen.setdefault(model_id, None)
     return list(seen)

@@ -12,16 +12,22 @@ Parsing
     prices as strings or numbers, ``"-1"`` price sentinels, sparse pricing keys, catalogs without
     ``architecture.input_modalities``, ``supported_parameters`` or ``canonical_slug``.
 
-    Malformed input raises :class:`~freemodels.errors.CatalogError` with one sentence that names the
-    problem and where it is (``origin`` is the file name or URL)::
+    A document that is not a catalog raises :class:`~freemodels.errors.CatalogError` with one
+    sentence that names the problem and where it is (``origin`` is the file name or URL)::
 
         catalog.json: not JSON: Expecting value at line 1 column 1
         catalog.json: top level is a string; expected an object with 'data' or a list
-        catalog.json: model #13 (data[12]) has no 'id'
-        catalog.json: model #3 (data[2]) is a list, not an object
+        catalog.json: none of its 3 entries is a model (3 entries skipped: no id (data[0], data[1], ...))
 
-    A model id listed twice keeps its first entry; :func:`parse_catalog_with_notes` returns a note
-    for every id that was dropped this way.
+    One bad entry is not a bad catalog: an entry that cannot be read (not an object, no ``id``, an
+    ``id`` that is not a non-empty string) is skipped and counted, and
+    :func:`parse_catalog_with_notes` returns a note such as ``models: 2 entries skipped: no id
+    (data[12], data[40])``, which a run keeps in its notes and reports. A model id listed twice keeps
+    its first entry, with a note as well.
+
+    Every text the catalog holds passes the redaction point (:func:`freemodels.secrets.untrusted`) as
+    it is read: lone surrogates and non-characters become U+FFFD, and a key, URL credentials or
+    credential-looking tokens are masked, before the text reaches a frame, a file, a log or a name.
 
 Columns (see ``CATALOG_SCHEMA`` for the types)
     ``model_id`` the id as listed; ``author`` the part before ``/`` (without a leading ``~``);
@@ -78,6 +84,7 @@ from freemodels import __version__
 from freemodels.errors import CatalogError, SourceError
 from freemodels.families import family_of, split_variant
 from freemodels.records import CATALOG_SCHEMA
+from freemodels.secrets import untrusted
 
 __all__ = [
     "CatalogSummary",
@@ -117,7 +124,7 @@ def _json_type(value: object) -> str:
 
 def _text(value: object) -> str | None:
     if isinstance(value, str):
-        return value or None
+        return untrusted(value) or None
     return None
 
 
@@ -159,7 +166,7 @@ def _number(value: object) -> float | None:
 def _text_list(value: object) -> list[str] | None:
     if not isinstance(value, list):
         return None
-    return [item for item in value if isinstance(item, str)]
+    return [untrusted(item) for item in value if isinstance(item, str)]
 
 
 def _flag(value: object) -> bool | None:
@@ -211,7 +218,7 @@ def _read_pricing(raw: object) -> _Pricing:
         completion=_number(raw.get("completion")),
         request=_number(raw.get("request")),
         image=_number(raw.get("image")),
-        json_text=json.dumps(raw, separators=(",", ":"), ensure_ascii=False),
+        json_text=untrusted(json.dumps(raw, separators=(",", ":"), ensure_ascii=False)),
     )
 
 
@@ -466,21 +473,15 @@ def _rows(entries: Iterable[Any], position: str, origin: str) -> tuple[pl.DataFr
     duplicates: list[str] = []
     pricing_cache: dict[tuple[Any, ...], _Pricing] = {}
 
+    skipped: dict[str, list[str]] = {}
+    total = 0
     for index, entry in enumerate(entries):
-        where = position.format(index)
-        if not isinstance(entry, dict):
-            raise CatalogError(
-                f"{origin}: model #{index + 1} ({where}) is {_json_type(entry)}, not an object"
-            )
-        model_id = entry.get("id")
-        if model_id is None:
-            raise CatalogError(f"{origin}: model #{index + 1} ({where}) has no 'id'")
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise CatalogError(
-                f"{origin}: model #{index + 1} ({where}) has an 'id' that is "
-                f"{_json_type(model_id) if not isinstance(model_id, str) else 'empty'}; "
-                "expected a non-empty string"
-            )
+        total += 1
+        problem = _unreadable(entry)
+        if problem is not None:
+            skipped.setdefault(problem, []).append(position.replace("{}", str(index)))
+            continue
+        model_id = untrusted(entry["id"])
         if model_id in seen:
             duplicates.append(model_id)
             continue
@@ -549,11 +550,43 @@ def _rows(entries: Iterable[Any], position: str, origin: str) -> tuple[pl.DataFr
         c["hugging_face_id"].append(_text(entry.get("hugging_face_id")))
 
     notes = []
+    if skipped:
+        note = _skipped_note(skipped)
+        if not seen:
+            what = (
+                "its only entry is not a model" if total == 1 else f"none of its {total} entries is a model"
+            )
+            raise CatalogError(f"{origin}: {what} ({note})")
+        notes.append(f"{origin}: {note}")
     if duplicates:
         shown = ", ".join(sorted(set(duplicates))[:10])
         more = "" if len(set(duplicates)) <= 10 else ", ..."
         notes.append(f"{origin}: {len(duplicates)} duplicate entries dropped (first kept): {shown}{more}")
     return _frame(columns), notes
+
+
+def _unreadable(entry: object) -> str | None:
+    """Why a catalog entry cannot be read as a model, or None when it can."""
+    if not isinstance(entry, dict):
+        return f"{_json_type(entry)}, not an object"
+    model_id = entry.get("id")
+    if model_id is None:
+        return "no id"
+    if not isinstance(model_id, str):
+        return f"id is {_json_type(model_id)}, not a string"
+    if not model_id.strip():
+        return "empty id"
+    return None
+
+
+def _skipped_note(skipped: dict[str, list[str]]) -> str:
+    """``2 entries skipped: no id (data[3], data[7])`` (one part per reason)."""
+    count = sum(len(where) for where in skipped.values())
+    parts = []
+    for reason, where in skipped.items():
+        shown = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
+        parts.append(f"{reason} ({shown})")
+    return f"{count} {'entry' if count == 1 else 'entries'} skipped: {'; '.join(parts)}"
 
 
 def _frame(columns: dict[str, list[Any]]) -> pl.DataFrame:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from freemodels.errors import SourceError
-from freemodels.secrets import redact
+from freemodels.secrets import untrusted
 from freemodels.settings import Settings
 
 DEFAULT_CATALOG_MAX_BYTES = 256_000_000
@@ -136,7 +136,7 @@ async def fetch_catalog_bytes(
     except httpx.HTTPError as exc:
         raise network_error(exc, url) from None
     if not 200 <= response.status_code < 300:
-        excerpt = redact(body[:2000].decode("utf-8", "replace"), sent_secret(client))[:300]
+        excerpt = untrusted(body[:2000].decode("utf-8", "replace"), 300, sent_secret(client))
         raise SourceError(
             f"GET {url} answered HTTP {response.status_code}: {excerpt}",
             transient=response.status_code >= 500,
@@ -216,7 +216,7 @@ def parse_key_info(body: bytes | str) -> KeyInfo | None:
         daily_remaining=_count(quota.get("remaining")),
         daily_used=_count(quota.get("used")),
         is_free_tier=is_free if isinstance(is_free, bool) else None,
-        label=redact(label)[:200] if isinstance(label, str) else None,
+        label=untrusted(label, 200) if isinstance(label, str) else None,
     )
 
 

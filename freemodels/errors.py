@@ -2,7 +2,9 @@
 
 Every error a user can cause (a bad catalog file, a bad setting, a locked database, ...) is raised as a
 subclass of :class:`DiscoveryError`. The CLI turns these into one clear line and a non-zero exit; code in
-between never catches ``Exception``.
+between never catches ``Exception``. A message often quotes what a server or a file said, so every
+message passes the redaction point (:func:`freemodels.secrets.untrusted`) when the error is created: a
+key a server echoed never reaches a log, the run record or a Prefect state through an error.
 
 Tree::
 
@@ -25,9 +27,14 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+from freemodels.secrets import untrusted
+
 
 class DiscoveryError(Exception):
-    """Base class of every error this project raises on purpose."""
+    """Base class of every error this project raises on purpose (its message redacted)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(untrusted(str(message)), *args)
 
 
 class ConfigError(DiscoveryError):
@@ -71,7 +78,7 @@ class RunFailed(DiscoveryError):
 
     def __init__(self, reason: str, *, run_id: str) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason: str = self.args[0]
         self.run_id = run_id
 
 

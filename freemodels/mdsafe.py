@@ -25,6 +25,8 @@ import re
 
 from markupsafe import Markup
 
+from freemodels.secrets import valid_text
+
 EMPTY = "—"
 
 # Characters with an inline meaning in CommonMark/GFM anywhere in a line: backslash, code, emphasis
@@ -48,8 +50,9 @@ CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u20
 
 
 def neutralise(text: str) -> str:
-    """``text`` with control and bidi-override characters replaced by U+FFFD."""
-    return CONTROL_CHARS.sub("\ufffd", text)
+    """``text`` with control and bidi-override characters, lone surrogates and non-characters replaced
+    by U+FFFD (valid UTF-8 and XML whatever the text held)."""
+    return CONTROL_CHARS.sub("\ufffd", valid_text(text))
 
 
 def _plain(value: object) -> str:

@@ -49,7 +49,7 @@ from freemodels.classify import (
 from freemodels.client import sent_secret
 from freemodels.failures import Failure
 from freemodels.records import ProbeResult, ProbeSpec
-from freemodels.secrets import redact
+from freemodels.secrets import untrusted
 from freemodels.settings import Settings
 from freemodels.sse import SSEComment, SSEEvent, SSEParseError, SSEParser
 from freemodels.suite import TaskInstance
@@ -367,13 +367,13 @@ def _handle_item(item: SSEEvent | SSEComment | SSEParseError, state: StreamState
     try:
         value = json.loads(item.data)
     except (ValueError, RecursionError):
-        excerpt = redact(item.data[:RAW_TEXT_CHARS], state.secret)[:80]
+        excerpt = untrusted(item.data[:RAW_TEXT_CHARS], 80, state.secret)
         raise InvalidStreamError(f"event is not valid JSON: {excerpt!r}") from None
     if not isinstance(value, Mapping):
         return False
     if item.event == "error" and state.envelope is None:
         state.envelope = parse_error_envelope(value) or ErrorEnvelope(
-            message=redact(item.data[:RAW_TEXT_CHARS], state.secret)[:MESSAGE_CHARS]
+            message=untrusted(item.data[:RAW_TEXT_CHARS], MESSAGE_CHARS, state.secret)
         )
     state.feed_chunk(value, t_ns)
     return False
@@ -564,8 +564,9 @@ async def probe_once(
 
 
 def _clean(text: str | None, limit: int, secret: str | None) -> str | None:
-    """Server-chosen text as stored: key-like strings and the key itself masked, then cut to ``limit``."""
-    return redact(text[:RAW_TEXT_CHARS], secret)[:limit] if text else None
+    """Server-chosen text as stored: valid Unicode, the key, URL credentials and key-like strings
+    masked (:func:`~freemodels.secrets.untrusted`), then cut to ``limit``."""
+    return untrusted(text[:RAW_TEXT_CHARS], limit, secret) if text else None
 
 
 def _excerpt(content: str, reasoning: str, secret: str | None) -> str | None:
@@ -615,4 +616,4 @@ def _message(
         parts.append("answered from OpenRouter's response cache (HIT): timings not comparable")
     if not parts:
         return None
-    return redact(" | ".join(parts), state.secret)[:MESSAGE_CHARS]
+    return untrusted(" | ".join(parts), MESSAGE_CHARS, state.secret)

@@ -38,6 +38,7 @@ from typing import Any
 from freemodels import storage
 from freemodels.errors import ConfigError, RunNotFoundError, StorageError, environment_error
 from freemodels.records import RunInfo, RunStatus, RunStep
+from freemodels.secrets import untrusted
 
 RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.FAILED})
 RESERVE_FILE = ".space-reserve"
@@ -272,10 +273,12 @@ class RunRecorder:
         return self.save(steps_done=kept, mirror=False)
 
     def end(self, status: RunStatus, reason: str | None = None) -> RunInfo:
-        """Record the end of this process's work on the run; never hides the error that ended it."""
+        """Record the end of this process's work on the run; never hides the error that ended it.
+
+        The reason passes the redaction point: it often quotes what a server said."""
         changes: dict[str, Any] = {
             "status": status.value,
-            "status_reason": reason,
+            "status_reason": untrusted(reason) if reason is not None else None,
             "owner_pid": None,
             "owner_host": None,
             "owner_started": None,

@@ -5,7 +5,12 @@ way), environment variables with the ``DISCOVERY_`` prefix, a ``.env`` file in t
 defaults below. The OpenRouter key is read from ``OPENROUTER_API_KEY`` (or ``DISCOVERY_API_KEY``); it is a
 :class:`~pydantic.SecretStr` and is resolved in exactly one place, :meth:`Settings.resolved_api_key`.
 
-No other module reads ``os.environ``.
+No other module reads ``os.environ``. Every secret read here is registered with the redaction point
+(:func:`freemodels.secrets.register_secret`) at the moment it is read.
+
+The settings under "deployment runs" are the trust boundary of the ``discovery/monthly`` deployment:
+anyone who can reach the Prefect API can start a run with any parameters, so such a run may name only
+the key variables, base URLs and files these settings allow (see :mod:`flows.prepare`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from freemodels.errors import ConfigError
+from freemodels.secrets import register_secret
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 OPENROUTER_MODELS_LIMIT = 3
@@ -182,6 +188,37 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- deployment runs (the trust boundary) ---------------------------------------------------
+    allowed_key_envs: str = Field(
+        "OPENROUTER_API_KEY",
+        description=(
+            "Comma-separated environment variables a deployment run may name in its api_key_env "
+            "parameter (the command line may name any)."
+        ),
+    )
+    allowed_base_urls: str = Field(
+        "https://openrouter.ai/api/v1, http://127.0.0.1, http://localhost, http://[::1]",
+        description=(
+            "Comma-separated base URLs a deployment run may probe (its base_url parameter, or a URL as "
+            "its source). An entry allows URLs with its scheme and host, its port (any port when it "
+            "names none) and a path inside its path; credentials in the URL are never allowed."
+        ),
+    )
+    input_dir: Path | None = Field(
+        None,
+        description=(
+            "The folder whose files a deployment run may read as its candidates and scenario files "
+            "(default: the folder the run starts in, the project folder of `discovery up`). Hidden "
+            "files and folders (.env, .stack/, .git/) inside it are never read."
+        ),
+    )
+    max_input_file_bytes: int = Field(
+        1_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Largest candidates or scenario file (and sandbox replay file) a deployment run reads.",
+    )
+
     # --- the exports ---------------------------------------------------------------------------
     rotation_models_limit: int = Field(
         OPENROUTER_MODELS_LIMIT,
@@ -218,14 +255,30 @@ class Settings(BaseSettings):
         """Parquet files per run live under here."""
         return self.data_dir / "runs"
 
+    def model_post_init(self, context: Any) -> None:
+        """Register the key with the redaction point as soon as the settings hold it."""
+        if self.api_key is not None:
+            register_secret(self.api_key.get_secret_value())
+
+    @property
+    def key_env_allowlist(self) -> tuple[str, ...]:
+        """:attr:`allowed_key_envs` as names."""
+        return tuple(name for part in self.allowed_key_envs.split(",") if (name := part.strip()))
+
+    @property
+    def base_url_allowlist(self) -> tuple[str, ...]:
+        """:attr:`allowed_base_urls` as URLs."""
+        return tuple(url for part in self.allowed_base_urls.split(",") if (url := part.strip()))
+
     def resolved_api_key(self) -> str | None:
         """The API key, or None. Order: ``OPENROUTER_API_KEY``, then ``DISCOVERY_API_KEY``.
 
-        The only place the secret's value is read.
+        The only place the secret's value is read; it is registered with the redaction point.
         """
         if self.api_key is None:
             return None
         value = self.api_key.get_secret_value().strip()
+        register_secret(value)
         return value or None
 
     def timeouts(self) -> dict[str, float]:
@@ -245,9 +298,10 @@ def read_env_secret(name: str) -> str | None:
     """
     import os
 
-    if not name or not name.replace("_", "").isalnum():
+    if not name or not name.replace("_", "").isalnum() or not name.isascii():
         raise ConfigError(f"not a valid environment variable name: {name!r}")
     value = os.environ.get(name, "").strip()
+    register_secret(value)
     return value or None
 
 

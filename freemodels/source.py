@@ -9,8 +9,11 @@ compares source names. A new source (another aggregator, a local server kind) is
 its tests.
 
 A :class:`Source` is a profile resolved for one run: the base URL, the key (a ``SecretStr``, never in a
-``repr``), the limits in force and the identity a resumed run must match. :func:`open_source` yields
-one and, for the sandbox, serves it on loopback for the duration of the block.
+``repr``), the limits in force and the identity a resumed run must match. A base URL with credentials
+(``http://user:pw@host/v1``) is shown, stored and compared with them masked
+(:func:`~freemodels.secrets.safe_url`); only the HTTP client is given the URL as it was typed.
+:func:`open_source` yields one and, for the sandbox, serves it on loopback for the duration of the
+block.
 
 Choosing the kind (:func:`choose_kind`): ``--base-url`` (or a URL as the source) means the base-URL
 source; ``sandbox`` and ``openrouter`` are taken as given; ``auto`` means OpenRouter when
@@ -34,6 +37,7 @@ from pydantic import SecretStr
 from freemodels.client import KeyInfo, build_http_client
 from freemodels.errors import ConfigError
 from freemodels.scheduler import RateLimiter
+from freemodels.secrets import real_url, safe_url
 from freemodels.settings import Settings, read_env_secret
 
 
@@ -256,7 +260,10 @@ class SourceIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A source resolved for one run: profile, base URL, key and the limits in force."""
+    """A source resolved for one run: profile, base URL, key and the limits in force.
+
+    ``base_url`` is the URL as shown and stored (credentials masked); the client is built on the URL
+    as given."""
 
     profile: SourceProfile
     base_url: str
@@ -272,7 +279,7 @@ class Source:
     def client(self, settings: Settings) -> httpx.AsyncClient:
         """The run's shared HTTP client for this source (the key goes to its origin only)."""
         key = self.api_key.get_secret_value() if self.api_key is not None else None
-        return build_http_client(settings, base_url=self.base_url, api_key=key)
+        return build_http_client(settings, base_url=real_url(self.base_url), api_key=key)
 
     def daily_budget(self, budget: int | None, settings: Settings, quota: KeyInfo | None) -> int | None:
         """Requests this run may send: ``budget``, else the setting, else the quota the server
@@ -342,8 +349,8 @@ def resolve_identity(settings: Settings, *, kind: SourceKind) -> SourceIdentity:
             seed=settings.sandbox_seed,
         )
     if kind is SourceKind.OPENROUTER:
-        return SourceIdentity(kind=kind, base_url=settings.openrouter_base_url.rstrip("/"))
-    return SourceIdentity(kind=kind, base_url=settings.source.rstrip("/"))
+        return SourceIdentity(kind=kind, base_url=safe_url(settings.openrouter_base_url.rstrip("/")))
+    return SourceIdentity(kind=kind, base_url=safe_url(settings.source.rstrip("/")))
 
 
 def _key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
-from freemodels.catalog import parse_catalog
+from freemodels.catalog import parse_catalog_with_notes
 from freemodels.client import KeyInfo, fetch_catalog_bytes, fetch_key_info
 from freemodels.errors import SourceError
 
@@ -49,9 +49,11 @@ def retry_if_transient(task: object, task_run: object, state: State[object]) -> 
 )
 async def fetch_catalog_task(
     client: httpx.AsyncClient, origin: str, timeout_s: float | None = None
-) -> tuple[pl.DataFrame, datetime]:
+) -> tuple[pl.DataFrame, datetime, list[str]]:
+    """The catalog, when it was fetched, and notes on entries skipped or dropped (for the run's notes)."""
     raw = await fetch_catalog_bytes(client, timeout_s=timeout_s)
-    return parse_catalog(raw, origin=origin), datetime.now(UTC)
+    catalog, notes = parse_catalog_with_notes(raw, origin=origin)
+    return catalog, datetime.now(UTC), notes
 
 
 @task(name="read-quota", cache_policy=NO_CACHE)

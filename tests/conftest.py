@@ -7,6 +7,7 @@ and CI have it). In a user's own clone it is absent, and the tests that need it 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,16 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's key, data or docs: everything points at tmp_path."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's key, data or docs: everything points at tmp_path. Secrets a
+    test made the process register are forgotten after it."""
+    from freemodels.secrets import forget_secrets
+
     for name in ("OPENROUTER_API_KEY", "DISCOVERY_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DISCOVERY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DISCOVERY_DOCS_DIR", str(tmp_path / "docs"))
     monkeypatch.delenv("DISCOVERY_DB_PATH", raising=False)
     monkeypatch.delenv("DISCOVERY_SOURCE", raising=False)
+    yield
+    forget_secrets()

@@ -341,6 +341,11 @@ class Scenario:
         """Validate a decoded scenario (TOML or JSON structure); relative replay paths use ``base_dir``."""
         return _parse(data, base_dir if base_dir is not None else Path.cwd())
 
+    def replay_files(self) -> list[Path]:
+        """Every file the scenario's models replay (a deployment run checks each one it may read)."""
+        specs = [self.defaults, *self.models.values()]
+        return [path for spec in specs for path in (spec.replay or ())]
+
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file (``.json`` is JSON, anything else TOML) and validate it."""

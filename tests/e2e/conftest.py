@@ -2,8 +2,10 @@
 
 ``discovery up`` starts a Prefect server on a free loopback port and the serve process, with all state in a
 temporary folder (the stack folder, ``PREFECT_HOME`` of the command line, ``data/``, ``docs/``); the
-source is the sandbox and no API key reaches any process. ``prefect deployment run discovery/monthly
---watch`` starts one discovery, shared by the tests that look at its results. Teardown runs
+source is the sandbox and no API key reaches any process. The API requires the stack's auth string:
+the command line gets it from ``discovery status --env`` as a user's shell would, and the tests' own
+requests send it. ``prefect deployment run discovery/monthly --watch`` starts one discovery, shared by
+the tests that look at its results. Teardown runs
 ``discovery down`` and then makes sure, by the recorded pids, that nothing it started is left running,
 also when a test or the start itself failed.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.stack import StackPaths, free_port, is_running, load_state, stop_stack
+from flows.stack import StackPaths, auth_headers, free_port, is_running, load_state, stop_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 240
@@ -68,6 +71,7 @@ class RunningStack:
     port: int
     env: dict[str, str]
     up_output: str
+    auth: str = ""
 
     @property
     def ui_url(self) -> str:
@@ -88,11 +92,21 @@ class RunningStack:
             check=False,
         )
 
+    def exports(self) -> dict[str, str]:
+        """What ``eval "$(discovery status --env)"`` exports."""
+        result = self.discovery("status", "--env", "--stack-dir", str(self.stack_dir))
+        assert result.returncode == 0, _describe(result)
+        values = {}
+        for line in result.stdout.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            values[name] = shlex.split(value)[0]
+        return values
+
     def prefect(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*_prefect_command(), *args],
             cwd=self.workdir,
-            env={**self.env, "PREFECT_API_URL": self.api_url},
+            env={**self.env, "PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.auth},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -100,7 +114,9 @@ class RunningStack:
         )
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)
+        response = httpx.request(
+            method, f"{self.api_url}{path}", json=body, headers=auth_headers(self.auth), timeout=30
+        )
         response.raise_for_status()
         return response.json()
 
@@ -172,6 +188,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         result = running.up()
         assert result.returncode == 0, f"discovery up failed: {_describe(result)}\n{_logs(running.stack_dir)}"
         running.up_output = result.stdout
+        exports = running.exports()
+        assert exports["PREFECT_API_URL"] == running.api_url
+        running.auth = exports["PREFECT_API_AUTH_STRING"]
         yield running
     finally:
         recorded = load_state(paths)
@@ -193,12 +212,17 @@ class CompletedRun:
     documents: dict[str, str]  # docs/*.md right after the run (a later run rewrites them)
 
 
-def trigger_run(stack: RunningStack, *params: str) -> CompletedRun:
-    """``prefect deployment run discovery/monthly --watch`` (plus ``--param k=v`` each); asserts exit 0."""
+def start_run(stack: RunningStack, *params: str) -> subprocess.CompletedProcess[str]:
+    """``prefect deployment run discovery/monthly --watch`` (plus ``--param k=v`` each)."""
     args = ["deployment", "run", "discovery/monthly", "--watch", "--watch-timeout", str(RUN_TIMEOUT_S)]
     for param in params:
         args += ["--param", param]
-    result = stack.prefect(*args, timeout=RUN_TIMEOUT_S + 60)
+    return stack.prefect(*args, timeout=RUN_TIMEOUT_S + 60)
+
+
+def trigger_run(stack: RunningStack, *params: str) -> CompletedRun:
+    """:func:`start_run`, asserting exit 0 and the documents it wrote."""
+    result = start_run(stack, *params)
     assert result.returncode == 0, f"deployment run failed: {_describe(result)}\n{_logs(stack.stack_dir)}"
     match = FLOW_RUN_UUID.search(result.stdout)
     assert match, f"no flow run UUID in the output:\n{result.stdout}"
@@ -223,7 +247,7 @@ def run_artifacts(stack: RunningStack, completed_run: CompletedRun) -> dict[str,
     return {a["key"]: a for a in found if a.get("key")}
 
 
-MODULE_ORDER = ("test_deployment", "test_browser", "test_alerting")
+MODULE_ORDER = ("test_deployment", "test_browser", "test_alerting", "test_stack_security")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

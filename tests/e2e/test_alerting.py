@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from freemodels.sandbox.catalog import build_catalog
 from tests.e2e.conftest import CompletedRun, RunningStack, trigger_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -112,7 +113,7 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
 
     made = subprocess.run(
         [sys.executable, "-c", CREATE_BLOCK, receiver.url],
-        env={**stack.env, "PREFECT_API_URL": stack.api_url},
+        env={**stack.env, "PREFECT_API_URL": stack.api_url, "PREFECT_API_AUTH_STRING": stack.auth},
         capture_output=True,
         text=True,
         timeout=120,
@@ -125,8 +126,13 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
     created = stack.prefect("automation", "create", "--from-file", str(automation))
     assert created.returncode == 0, created.stdout + created.stderr
 
-    scenario = tmp_path / "lost.toml"
-    scenario.write_text(f'[catalog]\nremove = ["{lost}"]\n')
+    # Gone: neither the free id nor its paid slug is listed (with the paid slug left, the reason would be
+    # no_longer_free). A deployment run reads files in its project folder only.
+    listed = build_catalog().models
+    paid = lost.removesuffix(":free")
+    removed = [lost, paid] if paid != lost and paid in listed else [lost]
+    scenario = stack.workdir / "lost.toml"
+    scenario.write_text(f"[catalog]\nremove = {json.dumps(removed)}\n")
     second = trigger_run(stack, f"scenario={json.dumps(str(scenario))}")
 
     # Events are sent in the background and stored in batches: wait for it to be stored.

@@ -97,6 +97,15 @@ def test_ui_shows_the_run_and_its_executive_summary(
                 ),
             )
 
+            # The API needs the stack's auth string: the UI asks for it once (it keeps it in the
+            # browser's local storage), as `discovery up` says.
+            page.goto(f"{stack.ui_url}/runs")
+            password = page.get_by_placeholder("admin:pass")
+            password.wait_for(timeout=WAIT_MS)
+            password.fill(stack.auth)
+            password.press("Enter")
+            password.wait_for(state="detached", timeout=WAIT_MS)  # logged in
+
             # The runs page lists the run under its name, with its source tag.
             page.goto(f"{stack.ui_url}/runs")
             page.get_by_text(run_name, exact=True).first.wait_for(timeout=WAIT_MS)

@@ -34,8 +34,9 @@ DOCUMENTS = (
 def test_up_prints_the_ui_and_the_api_url(stack: RunningStack) -> None:
     out = stack.up_output
     assert f"Prefect UI:  {stack.ui_url}" in out
-    assert f"export PREFECT_API_URL={stack.api_url}" in out
+    assert 'eval "$(uv run discovery status --env)"' in out
     assert "prefect deployment run discovery/monthly --watch" in out
+    assert stack.auth not in out  # the auth string is shown only by `status --env`
     assert stack.api("GET", "/health") is True
 
 
@@ -119,8 +120,7 @@ def test_status_reports_the_running_stack(stack: RunningStack) -> None:
     assert "deployment discovery/monthly: schedule active, next run 20" in result.stdout
     assert "serve process last asked for runs" in result.stdout
     assert "paused False" not in result.stdout
-    env_line = stack.discovery("status", "--env", "--stack-dir", str(stack.stack_dir))
-    assert env_line.stdout.strip() == f"export PREFECT_API_URL={stack.api_url}"
+    assert stack.exports() == {"PREFECT_API_URL": stack.api_url, "PREFECT_API_AUTH_STRING": stack.auth}
 
 
 def test_discovery_run_records_into_the_running_stack(stack: RunningStack, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -240,16 +240,14 @@ def _row(frame: pl.DataFrame, model_id: str) -> dict[str, Any]:
             "expected an object with 'data' or a list",
         ),
         (b'{"data": {"id": "a/b"}}', "t.json: 'data' is an object; expected a list of models"),
-        (b'{"data": [{"id": "a/b"}, {"name": "x"}]}', "t.json: model #2 (data[1]) has no 'id'"),
-        (b'[{"id": "a/b"}, ["a/c"]]', "t.json: model #2 ([1]) is a list, not an object"),
-        (b'{"data": ["a/b"]}', "t.json: model #1 (data[0]) is a string, not an object"),
         (
-            b'{"data": [{"id": 7}]}',
-            "t.json: model #1 (data[0]) has an 'id' that is a number; expected a non-empty string",
+            b'{"data": ["a/b"]}',
+            "t.json: its only entry is not a model (1 entry skipped: a string, not an object (data[0]))",
         ),
         (
-            b'{"data": [{"id": "  "}]}',
-            "t.json: model #1 (data[0]) has an 'id' that is empty; expected a non-empty string",
+            b'{"data": [{"id": 7}, {"name": "x"}, [], {"id": "  "}, {"id": null}]}',
+            "t.json: none of its 5 entries is a model (5 entries skipped: id is a number, not a string "
+            "(data[0]); no id (data[1], data[4]); a list, not an object (data[2]); empty id (data[3]))",
         ),
     ],
 )
@@ -258,6 +256,28 @@ def test_malformed_input_is_one_clear_error(raw: bytes, message: str) -> None:
         parse_catalog(raw, origin="t.json")
     assert str(info.value) == message
     assert info.value.__cause__ is None  # no chained traceback to show
+
+
+@pytest.mark.parametrize(
+    ("raw", "note"),
+    [
+        (
+            b'{"data": [{"id": "a/b"}, {"name": "x"}, {"id": "c/d"}, {}]}',
+            "t.json: 2 entries skipped: no id (data[1], data[3])",
+        ),
+        (b'[{"id": "a/b"}, ["a/c"]]', "t.json: 1 entry skipped: a list, not an object ([1])"),
+        (
+            b'[{"id": "a/b"}, 1, 2, 3, 4, {"id": 5}]',
+            "t.json: 5 entries skipped: a number, not an object ([1], [2], [3], ...); "
+            "id is a number, not a string ([5])",
+        ),
+    ],
+)
+def test_one_bad_entry_is_skipped_and_counted_not_a_bad_catalog(raw: bytes, note: str) -> None:
+    frame, notes = parse_catalog_with_notes(raw, origin="t.json")
+    assert frame.get_column("model_id").to_list() == ["a/b", "c/d"][: frame.height]
+    assert frame.height >= 1
+    assert notes == [note]
 
 
 def test_empty_data_list_gives_an_empty_frame_with_the_schema() -> None:

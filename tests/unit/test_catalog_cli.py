@@ -61,7 +61,10 @@ def test_text_output_names_the_counts(catalog_path: Path, capsys: pytest.Capture
     [
         (b"not json", "not JSON: Expecting value: line 1 column 1 (char 0)"),
         (b'"x"', "top level is a string; expected an object with 'data' or a list"),
-        (b'{"data": [{"name": "no id"}]}', "model #1 (data[0]) has no 'id'"),
+        (
+            b'{"data": [{"name": "no id"}]}',
+            "its only entry is not a model (1 entry skipped: no id (data[0]))",
+        ),
     ],
 )
 def test_malformed_catalog_is_one_line_without_traceback(
@@ -126,3 +129,25 @@ def test_unreachable_url_is_one_line(base_url: str, capsys: pytest.CaptureFixtur
     assert main(["catalog", base_url + "/nothing-here", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert "HTTP 404" in err and "\n" not in err
+
+
+def test_a_catalog_with_a_lone_surrogate_is_summarised_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 77 bytes that ended in UnicodeEncodeError: ids with \ud800 escapes (a lone surrogate once decoded).
+    path = tmp_path / "odd.json"
+    path.write_bytes(b'{"data":[{"id":"a/\\ud800:free"},{"id":"b/\\udfff\\ud800\\u001b[31m:free"}]}     ')
+    assert len(path.read_bytes()) == 77
+    assert main(["catalog", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "models listed:            2" in out and err == ""
+    out.encode("utf-8")
+
+
+def test_skipped_entries_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "some-bad.json"
+    path.write_text('{"data": [{"id": "a/b:free"}, {"name": "x"}, {"id": "c/d"}, {}]}', encoding="utf-8")
+    assert main(["catalog", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "models listed:            2" in out
+    assert f"  note: {path}: 2 entries skipped: no id (data[1], data[3])" in out

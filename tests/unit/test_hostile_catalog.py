@@ -15,6 +15,7 @@ from freemodels.catalog import parse_catalog, parse_catalog_with_notes, summariz
 from freemodels.errors import CatalogError
 from freemodels.families import family_of
 from freemodels.records import CATALOG_SCHEMA
+from freemodels.secrets import untrusted
 from tasks.filter_free import families, free_models
 
 # Text as hostile as JSON can carry: control characters, bidi overrides, Markdown, HTML, odd digits.
@@ -132,11 +133,16 @@ def test_catalogs_of_hostile_models_parse_or_raise_a_catalog_error(
     event("parsed" if frame is not None else "refused")
     if frame is None:
         return
-    ids = [m["id"] for m in models]
-    # Ids are kept byte for byte, first occurrence wins, in the catalog's order.
+    readable = [m["id"] for m in models if isinstance(m["id"], str) and m["id"].strip()]
+    ids = [untrusted(i) for i in readable]
+    # An entry that cannot be read is skipped and counted; the others keep their ids byte for byte
+    # (but for what the redaction point replaces), first occurrence wins, in the catalog's order.
     assert frame.get_column("model_id").to_list() == list(dict.fromkeys(ids))
     _frame, notes = parse_catalog_with_notes(json.dumps(document, allow_nan=True))
-    assert bool(notes) == (len(set(ids)) < len(ids))
+    skipped = len(models) - len(readable)
+    assert len(notes) == (skipped > 0) + (len(set(ids)) < len(ids))
+    if skipped:
+        assert f"{skipped} {'entry' if skipped == 1 else 'entries'} skipped: " in notes[0]
     for column in ("context_length", "created", "max_completion_tokens"):
         values = [v for v in frame.get_column(column).to_list() if v is not None]
         assert all(-(2**63) <= v < 2**63 for v in values)
@@ -157,3 +163,33 @@ def test_deeply_nested_documents_are_a_clear_error_or_a_frame(depth: int) -> Non
     raw = '{"data": [{"id": "a/b:free", "x": ' + "[" * depth + "]" * depth + "}]}"
     frame = _parse_or_clear_error(raw)
     assert frame is None or frame.get_column("model_id").to_list() == ["a/b:free"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(codec=None)
+            | st.sampled_from(["\ud800", "\udfff", "\ufffe", "\uffff", "{", "}"]),
+            min_size=1,
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+@example(["evil/\ud800:free", "{ctx.client.auth.secret}", "\ufdd0\U0001fffe"])
+def test_text_that_is_not_valid_unicode_is_made_valid_and_can_be_written(
+    tmp_path_factory: pytest.TempPathFactory, ids: list[str]
+) -> None:
+    # JSON escapes (\ud800) decode to lone surrogates; a catalog holding them made every writer fail.
+    entries = [
+        {"id": f"x/{i}-{t}:free", "name": t, "description": t, "supported_parameters": [t]}
+        for i, t in enumerate(ids)
+    ]
+    frame = parse_catalog(json.dumps({"data": entries, "x": "\ud800"}))
+    assert frame.height == len(ids)
+    text = json.dumps(frame.to_dicts(), default=str, ensure_ascii=False)
+    text.encode("utf-8")
+    assert not any(c in text for c in ("\ufffe", "\uffff", "\ufdd0", "\U0001fffe"))
+    frame.write_parquet(tmp_path_factory.mktemp("pq") / "catalog.parquet")

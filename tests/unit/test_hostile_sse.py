@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 from hypothesis import HealthCheck, event, example, given, settings
@@ -31,7 +32,21 @@ SPEC = ProbeSpec(model_id="vendor/model:free", family="vendor/model", task=TASK.
 CONFIG = Settings(probe_deadline_s=5.0, read_timeout_s=5.0, max_response_bytes=4096)
 
 TEXT = st.text(max_size=12) | st.sampled_from(
-    [TASK.expected, f" {TASK.expected}\n", f"Bearer {KEY}", KEY, "", "\x00\x1b[2J", "\u202e", "data: x\n\n"]
+    [
+        *(
+            TASK.expected,
+            f" {TASK.expected}\n",
+            f"Bearer {KEY}",
+            KEY,
+            "",
+            "\x00\x1b[2J",
+            "\u202e",
+            "data: x\n\n",
+        ),
+        # the key in part, in another case, URL-encoded, in a URL; text that is not valid Unicode
+        *(KEY[-12:], KEY[5:15].upper(), quote(KEY, safe=""), f"http://u:{KEY}@h/v1", f"?key={KEY[3:]}"),
+        *("\ud800", "x\udfff\ud800y", "\ufffe\uffff\ufdd0", "\U0010ffff"),
+    ]
 )
 LEAF = (
     st.none()
@@ -326,5 +341,8 @@ def test_any_response_ends_in_one_classified_result(
     assert result.message is None or len(result.message) <= 500
     assert result.reply_excerpt is None or len(result.reply_excerpt) <= 200
     assert result.retry_after_s is None or result.retry_after_s >= 0
-    row = json.dumps(result.as_row(), default=str)
-    assert KEY not in row and KEY[10:30] not in row
+    row = json.dumps(result.as_row(), default=str, ensure_ascii=False)
+    row.encode("utf-8")  # valid text: no lone surrogate reaches a Parquet or DuckDB writer
+    assert not any(c in row for c in "\ufffe\uffff\ufdd0")
+    lowered = unquote(row).lower()
+    assert not [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8].lower() in lowered]

@@ -7,6 +7,7 @@ The real Prefect server and serve process are exercised by tests/e2e.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from flows.stack import (
     stop_process,
     stop_stack,
 )
+from freemodels.secrets import redact
 
 FAKE = r"""
 import json, os, sys, time
@@ -276,15 +278,20 @@ def test_state_round_trips_through_json(tmp_path: Path) -> None:
 
 def test_environments_keep_prefect_local_and_offline(tmp_path: Path) -> None:
     paths = StackPaths.at(tmp_path / "stack")
-    server = stack.server_environment(paths, "127.0.0.1", 4321)
+    auth = "discovery:s3cret-for-the-test"
+    server = stack.server_environment(paths, "127.0.0.1", 4321, auth=auth)
     serve = stack.serve_environment(
-        paths, "127.0.0.1", 4321, data_dir=tmp_path / "d", docs_dir=tmp_path / "o"
+        paths, "127.0.0.1", 4321, data_dir=tmp_path / "d", docs_dir=tmp_path / "o", auth=auth
     )
 
     for env in (server, serve):
         assert env["PREFECT_HOME"] == str(paths.prefect_home)
         assert env["PREFECT_API_URL"] == "http://127.0.0.1:4321/api"
         assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+        assert env["PREFECT_API_AUTH_STRING"] == auth  # every client of the stack sends it
+    assert server["PREFECT_SERVER_API_AUTH_STRING"] == auth  # the server requires it
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in serve
+    assert server["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4321"
     assert server["PREFECT_SERVER_UI_API_URL"] == "http://127.0.0.1:4321/api"
     assert (
         server["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
@@ -292,6 +299,22 @@ def test_environments_keep_prefect_local_and_offline(tmp_path: Path) -> None:
     )
     assert serve["DISCOVERY_DATA_DIR"] == str(tmp_path / "d")
     assert serve["DISCOVERY_DOCS_DIR"] == str(tmp_path / "o")
+
+
+def test_the_auth_string_is_generated_once_and_readable_by_the_user_only(tmp_path: Path) -> None:
+    paths = StackPaths.at(tmp_path / "stack")
+    assert stack.auth_string(paths) is None  # never made up by a reader
+    first = stack.auth_string(paths, create=True)
+    assert first is not None and first.startswith("discovery:") and len(first) > 40
+    assert paths.auth_file.stat().st_mode & 0o777 == 0o600
+    assert stack.auth_string(paths, create=True) == first  # kept across `up`s
+    assert stack.auth_string(StackPaths.at(tmp_path / "other"), create=True) != first
+    token = first.partition(":")[2]
+    assert token not in redact(f"the string is {first}")  # registered with the redaction point
+    assert "discovery" in redact("discovery: every run")  # its user name is not a secret
+    header = stack.auth_headers(first)["Authorization"]
+    assert base64.b64decode(header.removeprefix("Basic ")).decode() == first
+    assert stack.auth_headers(None) == {}
 
 
 def test_child_environment_drops_foreign_prefect_settings(monkeypatch: pytest.MonkeyPatch) -> None:

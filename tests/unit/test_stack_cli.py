@@ -12,7 +12,7 @@ import pytest
 from flows import serve as serve_module
 from flows.cli import build_parser, main
 from flows.parameters import deployment_parameters
-from flows.stack import ProcessRecord, StackPaths, StackState, save_state
+from flows.stack import ProcessRecord, StackPaths, StackState, auth_string, save_state
 from flows.stack_cli import how_to_use
 
 
@@ -52,11 +52,29 @@ def test_status_without_a_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFi
     assert "stack not running: nothing recorded in" in capsys.readouterr().out
 
 
-def test_status_env_prints_the_export_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_env_prints_the_export_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = StackPaths.at(tmp_path / "stack")
     save_state(paths, StackState("127.0.0.1", 4999, "/p", "/p/data", "/p/docs", "t", []))
+    auth = auth_string(paths, create=True)
     assert main(["status", "--env", "--stack-dir", str(paths.root)]) == 0
-    assert capsys.readouterr().out.strip() == "export PREFECT_API_URL=http://127.0.0.1:4999/api"
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "export PREFECT_API_URL=http://127.0.0.1:4999/api",
+        f"export PREFECT_API_AUTH_STRING={auth}",  # token_urlsafe needs no shell quoting
+    ]
+    # What a shell does with them (eval "$(discovery status --env)").
+    out = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'eval "$({sys.executable} -m flows.cli status --env --stack-dir {paths.root})"; '
+            'printf "%s\\n%s" "$PREFECT_API_URL" "$PREFECT_API_AUTH_STRING"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["http://127.0.0.1:4999/api", auth]
 
 
 def test_status_of_a_dead_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,10 +87,10 @@ def test_status_of_a_dead_stack_exits_1(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not fully up" in out
 
 
-def test_how_to_use_names_the_ui_the_export_line_and_the_run_command() -> None:
+def test_how_to_use_names_the_ui_the_env_line_and_the_run_command() -> None:
     text = how_to_use(StackState("127.0.0.1", 4200, "/p", "/p/data", "/p/docs", "t", []))
     assert "Prefect UI:  http://127.0.0.1:4200" in text
-    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in text
+    assert 'eval "$(uv run discovery status --env)"' in text  # never the auth string itself
     assert "prefect deployment run discovery/monthly --watch" in text
     assert "/p/docs" in text
 
