@@ -38,7 +38,7 @@ from prefect.states import Cancelled, Failed
 
 from flows.lifecycle import guarded, interrupted_line, quiet_expected_errors, sigterm_cancels_this_task
 from flows.parameters import RunParameters, flow_signature
-from flows.prepare import Prepared, prepare
+from flows.prepare import Prepared, check_source_reachable, prepare
 from freemodels import storage
 from freemodels.client import KeyInfo
 from freemodels.errors import DiscoveryError
@@ -365,6 +365,9 @@ async def execute(
     from the deployment and are checked as untrusted)."""
     prepared = prepare(params, deployment_run=deployment_run)
     settings = prepared.settings
+    resumed = prepared.resumed
+    if resumed is None or resumed.continuable() or RunStep.PROBED.value not in resumed.info.steps_done:
+        check_source_reachable(prepared)  # it will be asked: a missing network is one line now
     in_prefect = steps.in_prefect and bool(flow_run_id)
     if prepared.resumed is not None:
         logger.info("Resuming run %s", prepared.resumed.run_id)

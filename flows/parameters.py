@@ -63,6 +63,7 @@ class Meta:
     resume: bool = False  # a resumed run keeps the value stored with the run
     deployment_default: bool = False  # one of the deployment's default parameters
     setting: str | None = None  # the Settings field it overrides
+    accepts_url: bool = False  # an http(s) URL is a valid value besides the choices
     trust: Trust | None = None  # what the value can reach (None: nothing outside the run)
 
 
@@ -83,6 +84,7 @@ class RunParameters:
             choices=SOURCES,
             resume=True,
             deployment_default=True,
+            accepts_url=True,  # like DISCOVERY_SOURCE, a base URL (the command line has --base-url)
             trust=Trust.URL,  # a deployment run may pass a URL here
         ),
     )
@@ -241,7 +243,8 @@ class RunParameters:
                 if not isinstance(value, bool):
                     raise ConfigError(f"parameter {f.name}: expected true or false, got {value!r}")
                 continue
-            if meta.choices is not None and value not in meta.choices:
+            is_url = meta.accepts_url and isinstance(value, str) and value.startswith(("http://", "https://"))
+            if meta.choices is not None and value not in meta.choices and not is_url:
                 raise ConfigError(f"parameter {f.name}: {value!r} is not one of {', '.join(meta.choices)}")
             if meta.arg_type is not None:
                 if isinstance(value, bool) or not isinstance(value, int):

@@ -35,7 +35,7 @@ from freemodels.checks import check_environment, check_reachable
 from freemodels.errors import ConfigError
 from freemodels.records import RunInfo
 from freemodels.runs import RunView, pick_run_to_resume
-from freemodels.secrets import MASK, hides_credentials
+from freemodels.secrets import MASK, hides_credentials, real_url
 from freemodels.settings import Settings, load_settings
 from freemodels.source import (
     PROFILES,
@@ -256,10 +256,6 @@ def prepare(params: RunParameters, *, deployment_run: bool = False) -> Prepared:
 
         load_scenario(Path(params.scenario))
     check_environment(settings)
-    if not PROFILES[kind].simulated:
-        identity = resolve_identity(settings, kind=kind)
-        if identity.base_url:
-            check_reachable(identity.base_url, timeout_s=settings.connect_timeout_s)
     return Prepared(
         params=params,
         settings=settings,
@@ -267,3 +263,16 @@ def prepare(params: RunParameters, *, deployment_run: bool = False) -> Prepared:
         resumed=resumed,
         candidates=tuple(candidates),
     )
+
+
+def check_source_reachable(prepared: Prepared) -> None:
+    """The source's host resolves and accepts a connection (the sandbox is started later, locally).
+
+    Separate from :func:`prepare`, which needs no network: the CLI calls both before Prefect starts,
+    the flow before it opens the source.
+    """
+    if prepared.profile.simulated:
+        return
+    identity = resolve_identity(prepared.settings, kind=prepared.kind)
+    if identity.base_url:
+        check_reachable(real_url(identity.base_url), timeout_s=prepared.settings.connect_timeout_s)

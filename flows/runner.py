@@ -221,10 +221,13 @@ class RunEnd:
 
 
 def check_run(params: RunParameters) -> Prepared:
-    """Everything :func:`flows.prepare.prepare` checks, before Prefect is started."""
-    from flows.prepare import prepare
+    """Everything :func:`flows.prepare.prepare` checks, and that the source answers a connection,
+    before Prefect is started."""
+    from flows.prepare import check_source_reachable, prepare
 
-    return prepare(params)
+    prepared = prepare(params)
+    check_source_reachable(prepared)
+    return prepared
 
 
 async def _flow_in_task(params: RunParameters) -> Any:

@@ -19,10 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
-from freemodels.failures import Failure
+from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import ProbeResult, ProbeSpec
 from freemodels.rounds import Round, RoundPlanner
 from freemodels.scheduler import PlanOutcome, RateLimiter, run_plan
+from freemodels.secrets import printable
 from freemodels.settings import Settings
 from freemodels.suite import TaskInstance
 
@@ -113,11 +114,28 @@ def _key(spec: ProbeSpec) -> tuple[str, str, int]:
     return (spec.model_id, spec.task, spec.sample)
 
 
+RULED_OUT_SHOWN = 5
+"""Ruled-out models a round's log line names (the rest are counted)."""
+
+
 def round_summary(plan_round: Round, outcome: PlanOutcome) -> tuple[str, tuple[object, ...]]:
-    """A log line (template and arguments: no server text in the template) for a finished round."""
+    """A log line (template and arguments: no server text in the template) for a finished round.
+
+    It names the models the round ruled out (a failure no retry can help), escaped for the console.
+    """
     passed = sum(1 for r in outcome.results if r.failure is None)
+    ruled_out = sorted(
+        {
+            f"{printable(r.model_id)} ({r.failure.value})"
+            for r in outcome.results
+            if r.failure is not None and FAILURE_INFO[r.failure].settles_model
+        }
+    )
+    named = ", ".join(ruled_out[:RULED_OUT_SHOWN])
+    if len(ruled_out) > RULED_OUT_SHOWN:
+        named += f" and {len(ruled_out) - RULED_OUT_SHOWN} more"
     return (
-        "%s: %d requests to %d models, %d passed, %d retries left for later, %d not sent",
+        "%s: %d requests to %d models, %d passed, %d retries left for later, %d not sent; ruled out: %s",
         (
             plan_round.name,
             len(outcome.results),
@@ -125,6 +143,7 @@ def round_summary(plan_round: Round, outcome: PlanOutcome) -> tuple[str, tuple[o
             passed,
             len(outcome.deferred),
             len(outcome.unsent),
+            named or "none",
         ),
     )
 

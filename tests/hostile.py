@@ -124,6 +124,18 @@ async def _events(http: Any, since: str) -> list[str]:
         response = await http.get(next_page)
 
 
+async def flow_runs_since(since: float) -> list[str]:
+    """The ids of the flow runs the session's Prefect server created since ``since`` (epoch seconds)."""
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+
+    start = datetime.fromtimestamp(since, UTC)
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+    return [str(r.id) for r in runs if r.created is not None and r.created >= start]
+
+
 async def prefect_text(flow_run_ids: list[str], since: float) -> dict[str, str]:
     """What the Prefect API holds about these flow runs: the runs (names, states, parameters), their
     task runs, logs and artifacts, and every event since ``since`` (epoch seconds), as text per kind."""
@@ -167,7 +179,7 @@ CONTROL_ID = "evil/ansi-\x1b[31mred\x1b[0m-\x00nul-\u202ebidi:free"
 GOOD_ID = "good/answers-right:free"
 
 DIRTY_REPLY = "hostile/dirty-reply:free"
-ECHO_401 = "hostile/echo-401:free"
+ECHO_401 = "hostile/echo-401-\x1b[31mred\x1b[0m-\x00nul:free"  # ruled out (auth): named in the logs
 ECHO_500 = "hostile/echo-500:free"
 MID_STREAM = "hostile/mid-stream:free"
 BAD_CHUNK = "hostile/bad-chunk:free"

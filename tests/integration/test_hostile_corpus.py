@@ -54,6 +54,7 @@ from tests.hostile import (
     Canary,
     HostileServer,
     duckdb_text,
+    flow_runs_since,
     leaks,
     prefect_text,
     scan_files,
@@ -182,6 +183,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> I
             else:
                 os.environ[name] = value
     ids = [i for f in run_folders(data) if (i := storage.read_run_info(f).prefect_flow_run_id)]
+    assert len(ids) == 2  # the hostile run (its resume's flow run) and the sandbox run
+    ids += asyncio.run(flow_runs_since(started))  # every flow run, the one the resume continued too
     yield Corpus(
         canaries=[key, base_key],
         data=data,
@@ -213,7 +216,7 @@ def test_every_run_completes(corpus: Corpus) -> None:
     }, corpus.output[-3000:]
     runs = _runs(corpus)
     assert runs.get_column("status").to_list() == ["completed", "completed"]
-    assert len(corpus.flow_run_ids) == 2 and "resuming run" in corpus.output
+    assert len(corpus.flow_run_ids) == 3 and "resuming run" in corpus.output
 
 
 def test_ids_full_of_format_fields_run_to_completion_in_prefect(corpus: Corpus) -> None:
@@ -225,7 +228,8 @@ def test_ids_full_of_format_fields_run_to_completion_in_prefect(corpus: Corpus) 
     # The task runs are named after the families, the braces shown, never formatted.
     text = asyncio.run(prefect_text(corpus.flow_run_ids, corpus.started))["task runs"]
     names = {json.loads(line)["name"] for line in text.splitlines()}
-    assert {"test-evil/{x}", "test-evil/{ctx.client.auth.secret}"} <= names, sorted(names)
+    # Task runs are named by round (project text, given as callables): no catalog text is formatted.
+    assert {"round-1-screening"} <= names and not any("evil/" in n for n in names), sorted(names)
 
 
 def test_the_resumed_run_read_back_every_hostile_checkpoint(corpus: Corpus) -> None:
@@ -322,7 +326,8 @@ def test_console_and_log_lines_escape_control_characters(corpus: Corpus) -> None
         assert not [line for line in corpus.log_lines if escape in line], repr(escape)
     logs = asyncio.run(prefect_text(corpus.flow_run_ids, corpus.started))["logs"]
     assert "\\u001b" not in logs and "\\u0000" not in logs  # no raw ESC or NUL in the API's log messages
-    assert "evil/ansi-\\\\x1b[31mred" in logs  # shown escaped instead
+    # A ruled-out model is named in its round's log line: its id is shown escaped.
+    assert "hostile/echo-401-\\\\x1b[31mred" in logs
 
 
 # --- a password in --base-url ---------------------------------------------------------------------------
