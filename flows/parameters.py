@@ -1,6 +1,8 @@
-"""The parameters of one discovery, declared once.
+"""The parameters of one discovery (and of one watch), declared once.
 
-:class:`RunParameters` is the only declaration. Everything else is derived from its fields:
+:class:`RunParameters` is the only declaration of a discovery's parameters, :class:`WatchParameters`
+of a watch's (``discovery watch``, the ``discovery/watch`` deployment). Everything else is derived
+from their fields, by the same functions for both records:
 
 * the ``discovery run`` options (:func:`add_run_options`, :func:`parameters_from_args`);
 * the ``discovery`` flow's signature, hence the deployment's parameters and the schema of the UI's
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from flows.argtypes import non_negative_int, positive_int
 from freemodels.errors import ConfigError
@@ -34,8 +36,9 @@ from freemodels.source import NAMED_SOURCES
 SOURCES = ("auto", *NAMED_SOURCES)
 SUITES = ("standard",)
 LATEST = "latest"
-T = TypeVar("T")
 """``resume`` value meaning the newest unfinished run."""
+T = TypeVar("T")
+P = TypeVar("P", bound="ParameterRecord")
 
 
 class Trust(StrEnum):
@@ -71,8 +74,93 @@ def _p(default: Any, meta: Meta) -> Any:
     return field(default=default, metadata={"meta": meta})
 
 
+class ParameterRecord:
+    """What every parameter record (:class:`RunParameters`, :class:`WatchParameters`) derives from its
+    fields' :class:`Meta`: the checks of a deployment run's values, the settings they override, and how
+    they may be shown. Subclasses are frozen, slotted dataclasses whose fields carry a ``Meta``."""
+
+    __slots__ = ()
+    command: ClassVar[str] = "run"
+    """The ``discovery`` subcommand whose options the record's flags are."""
+
+    @classmethod
+    def meta(cls, name: str) -> Meta:
+        return _metas(cls)[name]
+
+    def check(self) -> None:
+        """Each value within its field's bounds and choices, as the command line would check it.
+
+        Deployment runs do not pass through the command line, so this is where a bad ``--param``
+        is refused; the message names the parameter (it becomes the flow run's state message).
+        """
+        metas, hints = _metas(type(self)), _hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            meta = metas[f.name]
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            expected = hints[f.name]
+            if expected is bool or expected == (bool | None):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"parameter {f.name}: expected true or false, got {value!r}")
+                continue
+            is_url = meta.accepts_url and isinstance(value, str) and value.startswith(("http://", "https://"))
+            if meta.choices is not None and value not in meta.choices and not is_url:
+                raise ConfigError(f"parameter {f.name}: {value!r} is not one of {', '.join(meta.choices)}")
+            if meta.arg_type is not None:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"parameter {f.name}: expected a whole number, got {value!r}")
+                try:
+                    meta.arg_type(str(value))
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"parameter {f.name}: {exc}") from None
+            elif not isinstance(value, str):
+                raise ConfigError(f"parameter {f.name}: expected text, got {value!r}")
+
+    def setting_overrides(self) -> dict[str, object]:
+        """The Settings fields these parameters override (unset ones left out)."""
+        overrides: dict[str, object] = {}
+        metas = _metas(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            target = metas[f.name].setting
+            value = getattr(self, f.name)
+            if target is not None and value is not None:
+                overrides[target] = value
+        overrides["source"] = getattr(self, "base_url", None) or getattr(self, "source", "auto")
+        return overrides
+
+    def shown(self: P) -> P:
+        """These parameters as they may be shown or handed to Prefect: URLs with their credentials
+        masked (this process keeps the URLs as given: :func:`freemodels.secrets.real_url`)."""
+        metas = _metas(type(self))
+        updates = {
+            f.name: safe_url(value)
+            for f in fields(self)  # type: ignore[arg-type]
+            if metas[f.name].trust is Trust.URL and isinstance(value := getattr(self, f.name), str)
+        }
+        return replace(self, **updates)  # type: ignore[type-var]
+
+
+_METAS: dict[type, dict[str, Meta]] = {}
+_HINTS_OF: dict[type, dict[str, Any]] = {}
+
+
+def _metas(record: type) -> dict[str, Meta]:
+    """Each field's :class:`Meta`, by name (computed once per record)."""
+    if record not in _METAS:
+        _METAS[record] = {f.name: f.metadata["meta"] for f in fields(record)}
+    return _METAS[record]
+
+
+def _hints(record: type) -> dict[str, Any]:
+    """Each field's type, by name (computed once per record)."""
+    if record not in _HINTS_OF:
+        _HINTS_OF[record] = get_type_hints(record)
+    return _HINTS_OF[record]
+
+
 @dataclass(frozen=True, slots=True)
-class RunParameters:
+class RunParameters(ParameterRecord):
     """The parameters of one discovery (the ``discovery`` flow's parameters). The API key is never
     one: it comes from the environment."""
 
@@ -223,50 +311,6 @@ class RunParameters:
 
     # --- derived views ---------------------------------------------------------------------------
 
-    @staticmethod
-    def meta(name: str) -> Meta:
-        return _META[name]
-
-    def check(self) -> None:
-        """Each value within its field's bounds and choices, as the command line would check it.
-
-        Deployment runs do not pass through the command line, so this is where a bad ``--param``
-        is refused; the message names the parameter (it becomes the flow run's state message).
-        """
-        for f in fields(self):
-            meta = _META[f.name]
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            expected = _HINTS[f.name]
-            if expected is bool or expected == (bool | None):
-                if not isinstance(value, bool):
-                    raise ConfigError(f"parameter {f.name}: expected true or false, got {value!r}")
-                continue
-            is_url = meta.accepts_url and isinstance(value, str) and value.startswith(("http://", "https://"))
-            if meta.choices is not None and value not in meta.choices and not is_url:
-                raise ConfigError(f"parameter {f.name}: {value!r} is not one of {', '.join(meta.choices)}")
-            if meta.arg_type is not None:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ConfigError(f"parameter {f.name}: expected a whole number, got {value!r}")
-                try:
-                    meta.arg_type(str(value))
-                except argparse.ArgumentTypeError as exc:
-                    raise ConfigError(f"parameter {f.name}: {exc}") from None
-            elif not isinstance(value, str):
-                raise ConfigError(f"parameter {f.name}: expected text, got {value!r}")
-
-    def setting_overrides(self) -> dict[str, object]:
-        """The Settings fields these parameters override (unset ones left out)."""
-        overrides: dict[str, object] = {}
-        for f in fields(self):
-            target = _META[f.name].setting
-            value = getattr(self, f.name)
-            if target is not None and value is not None:
-                overrides[target] = value
-        overrides["source"] = self.base_url or self.source
-        return overrides
-
     def stored(self) -> dict[str, object]:
         """The values a resumed run takes over, as stored with the run (scenario as an absolute path,
         URLs with their credentials masked)."""
@@ -280,16 +324,6 @@ class RunParameters:
                     value = safe_url(value)
                 values[f.name] = value
         return values
-
-    def shown(self) -> RunParameters:
-        """These parameters as they may be shown or handed to Prefect: URLs with their credentials
-        masked (this process keeps the URLs as given: :func:`freemodels.secrets.real_url`)."""
-        updates = {
-            f.name: safe_url(value)
-            for f in fields(self)
-            if _META[f.name].trust is Trust.URL and isinstance(value := getattr(self, f.name), str)
-        }
-        return replace(self, **updates)  # type: ignore[arg-type]
 
     def resumed_from(self, stored: Mapping[str, object], *, run_id: str) -> RunParameters:
         """These parameters with every resume key taken from the run being resumed.
@@ -318,36 +352,71 @@ class RunParameters:
         return replace(self, **updates)  # type: ignore[arg-type]
 
 
-_META: dict[str, Meta] = {f.name: f.metadata["meta"] for f in fields(RunParameters)}
-_HINTS: dict[str, Any] = get_type_hints(RunParameters)
+_META: dict[str, Meta] = _metas(RunParameters)
+_HINTS: dict[str, Any] = _hints(RunParameters)
 
 
-def _default(name: str) -> Any:
-    f = next(f for f in fields(RunParameters) if f.name == name)
+@dataclass(frozen=True, slots=True)
+class WatchParameters(ParameterRecord):
+    """The parameters of one watch (``discovery watch``, the ``discovery/watch`` deployment): the same
+    source options as a discovery, and how many chat requests it may spend. No key is needed."""
+
+    command: ClassVar[str] = "watch"
+
+    source: str = _p("auto", RunParameters.meta("source"))
+    base_url: str | None = _p(None, RunParameters.meta("base_url"))
+    api_key_env: str | None = _p(None, RunParameters.meta("api_key_env"))
+    scenario: str | None = _p(None, RunParameters.meta("scenario"))
+    seed: int | None = _p(None, RunParameters.meta("seed"))
+    liveness: int = _p(
+        0,
+        Meta(
+            "most one-task chat probes the watch may send to rotation members (default 0: none; "
+            "within the daily quota)",
+            flag="--liveness",
+            metavar="N",
+            arg_type=non_negative_int,
+            deployment_default=True,
+        ),
+    )
+    data_dir: str | None = _p(None, RunParameters.meta("data_dir"))
+    docs_dir: str | None = _p(None, RunParameters.meta("docs_dir"))
+
+
+RECORDS: tuple[type[ParameterRecord], ...] = (RunParameters, WatchParameters)
+"""Every parameter record: the deployments served together take the union of their defaults."""
+
+
+def _default_of(record: type, name: str) -> Any:
+    f = next(f for f in fields(record) if f.name == name)
     return f.default if f.default is not MISSING else None
 
 
 # --- the flow's signature ------------------------------------------------------------------------
 
 
-def flow_signature(fn: Callable[[RunParameters], Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Wrap the async ``fn(params)`` as a function of the flat keyword parameters of the record.
+def flow_signature(fn: Callable[[Any], Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Wrap the async ``fn(params)`` as a function of the flat keyword parameters of its record.
 
-    Prefect reads a flow's parameters (the deployment's parameter schema, ``--param name=value``)
-    from its signature and their descriptions from the docstring's ``Args:`` section; both are built
-    here from :class:`RunParameters`.
+    The record is the class ``fn``'s one parameter is annotated with (:class:`RunParameters`,
+    :class:`WatchParameters`). Prefect reads a flow's parameters (the deployment's parameter schema,
+    ``--param name=value``) from its signature and their descriptions from the docstring's ``Args:``
+    section; both are built here from the record.
     """
+    hints = get_type_hints(fn)
+    record = next(v for k, v in hints.items() if k != "return")
+    metas, record_hints = _metas(record), _hints(record)
     parameters = [
         inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=_HINTS[f.name]
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=record_hints[f.name]
         )
-        for f in fields(RunParameters)
+        for f in fields(record)
     ]
 
     async def wrapper(**kwargs: Any) -> T:
-        return await fn(RunParameters(**kwargs))
+        return await fn(record(**kwargs))
 
-    args = "\n".join(f"    {f.name}: {_META[f.name].help}" for f in fields(RunParameters))
+    args = "\n".join(f"    {f.name}: {metas[f.name].help}" for f in fields(record))
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     wrapper.__module__, wrapper.__name__, wrapper.__qualname__ = fn.__module__, fn.__name__, fn.__qualname__
@@ -358,10 +427,12 @@ def flow_signature(fn: Callable[[RunParameters], Awaitable[T]]) -> Callable[...,
 # --- the command line ------------------------------------------------------------------------------
 
 
-def _add_option(parser: argparse.ArgumentParser, name: str, *, default: Any = None) -> None:
-    meta = _META[name]
+def _add_option(
+    parser: argparse.ArgumentParser, name: str, *, default: Any = None, of: type = RunParameters
+) -> None:
+    meta = _metas(of)[name]
     assert meta.flag is not None
-    if _HINTS[name] is bool:
+    if _hints(of)[name] is bool:
         parser.add_argument(meta.flag, dest=name, action="store_true", help=meta.help)
         return
     kwargs: dict[str, Any] = {"dest": name, "default": default, "help": meta.help}
@@ -374,9 +445,10 @@ def _add_option(parser: argparse.ArgumentParser, name: str, *, default: Any = No
     parser.add_argument(meta.flag, **kwargs)
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Every parameter with a flag as an option of ``discovery run``, plus ``--resume [RUN_ID]``."""
-    for f in fields(RunParameters):
+def add_run_options(parser: argparse.ArgumentParser, of: type = RunParameters) -> None:
+    """Every parameter of the record with a flag as an option (``discovery run``: plus ``--resume
+    [RUN_ID]``; ``discovery watch`` with :class:`WatchParameters`)."""
+    for f in fields(of):
         if f.name == "resume":
             parser.add_argument(
                 "--resume",
@@ -386,40 +458,73 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                 metavar="RUN_ID",
                 help=_META["resume"].help.replace("RUN_ID, or 'latest' for", "RUN_ID, or without one,"),
             )
-        elif _META[f.name].flag is not None:
-            _add_option(parser, f.name)
+        elif _metas(of)[f.name].flag is not None:
+            _add_option(parser, f.name, of=of)
 
 
 def parameters_from_args(args: argparse.Namespace) -> RunParameters:
     """The parameters ``discovery run``'s options give (options left out keep their defaults)."""
+    return record_from_args(args, RunParameters)
+
+
+def record_from_args(args: argparse.Namespace, of: type[P]) -> P:
+    """The record the options give (options left out keep their defaults)."""
     values: dict[str, Any] = {}
-    for f in fields(RunParameters):
+    for f in fields(of):  # type: ignore[arg-type]
         value = getattr(args, f.name, None)
         if value is None or value is False:
             continue
         values[f.name] = str(value) if isinstance(value, Path) else value
-    return RunParameters(**values)
+    return of(**values)
 
 
-def deployment_parameters(**overrides: Any) -> dict[str, Any]:
-    """The deployment's default parameters: every field marked ``deployment_default``."""
-    unknown = set(overrides) - {f.name for f in fields(RunParameters) if _META[f.name].deployment_default}
+def _deployment_fields(of: type) -> list[str]:
+    return [f.name for f in fields(of) if _metas(of)[f.name].deployment_default]
+
+
+def deployment_parameters(of: type = RunParameters, **overrides: Any) -> dict[str, Any]:
+    """A deployment's default parameters: every field of the record marked ``deployment_default``."""
+    names = _deployment_fields(of)
+    unknown = set(overrides) - set(names)
     if unknown:
         raise ConfigError(f"not a deployment default: {', '.join(sorted(unknown))}")
-    return {
-        f.name: overrides.get(f.name, _default(f.name))
-        for f in fields(RunParameters)
-        if _META[f.name].deployment_default
-    }
+    return {name: overrides.get(name, _default_of(of, name)) for name in names}
+
+
+def _served_fields() -> dict[str, type]:
+    """Every deployment default of the records served together, with the record that declares it
+    first (a name two records share, such as ``source``, is one option and one value)."""
+    known: dict[str, type] = {}
+    for record in RECORDS:
+        for name in _deployment_fields(record):
+            known.setdefault(name, record)
+    return known
+
+
+def served_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of every deployment served together (the union over :data:`RECORDS`)."""
+    known = _served_fields()
+    unknown = set(defaults) - set(known)
+    if unknown:
+        raise ConfigError(f"not a deployment default: {', '.join(sorted(unknown))}")
+    return {name: defaults.get(name, _default_of(record, name)) for name, record in known.items()}
+
+
+def defaults_for(of: type, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """One record's deployment parameters out of the defaults of every deployment served together."""
+    names = set(_deployment_fields(of))
+    return deployment_parameters(of, **{k: v for k, v in defaults.items() if k in names})
 
 
 def deployment_args(defaults: Mapping[str, Any]) -> list[str]:
     """The deployment defaults as ``discovery serve`` options (what ``discovery up`` passes on)."""
+    known = _served_fields()
     args: list[str] = []
-    for name, value in deployment_parameters(**defaults).items():
-        flag = _META[name].flag
+    for name, value in served_defaults(defaults).items():
+        record = known[name]
+        flag = _metas(record)[name].flag
         assert flag is not None
-        if _HINTS[name] is bool:
+        if _hints(record)[name] is bool:
             if value:
                 args.append(flag)
         elif value is not None:
@@ -428,19 +533,11 @@ def deployment_args(defaults: Mapping[str, Any]) -> list[str]:
 
 
 def add_deployment_options(parser: argparse.ArgumentParser) -> None:
-    """The deployment's defaults as options of ``discovery up`` and ``discovery serve``."""
-    for f in fields(RunParameters):
-        meta = _META[f.name]
-        if meta.deployment_default:
-            _add_option(parser, f.name, default=_default(f.name))
+    """Every served deployment's defaults as options of ``discovery up`` and ``discovery serve``."""
+    for name, record in _served_fields().items():
+        _add_option(parser, name, default=_default_of(record, name), of=record)
 
 
 def deployment_defaults_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The deployment defaults ``discovery up`` / ``serve`` options give."""
-    return deployment_parameters(
-        **{
-            f.name: getattr(args, f.name)
-            for f in fields(RunParameters)
-            if _META[f.name].deployment_default and hasattr(args, f.name)
-        }
-    )
+    return served_defaults({name: getattr(args, name) for name in _served_fields() if hasattr(args, name)})

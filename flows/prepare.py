@@ -25,10 +25,11 @@ import json
 import stat
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
-from flows.parameters import RunParameters, Trust
+from flows.parameters import ParameterRecord, RunParameters, Trust
 from freemodels import storage
 from freemodels.candidates import read_candidates
 from freemodels.checks import check_environment, check_reachable
@@ -63,7 +64,10 @@ class Prepared:
         return PROFILES[self.kind]
 
 
-def settings_for(params: RunParameters) -> Settings:
+P = TypeVar("P", bound=ParameterRecord)
+
+
+def settings_for(params: ParameterRecord) -> Settings:
     """The settings of a run with these parameters (environment and ``.env`` fill the rest)."""
     return load_settings(**params.setting_overrides())
 
@@ -159,14 +163,15 @@ def check_input_file(value: str, *, name: str, root: Path, max_bytes: int) -> Pa
     return path
 
 
-def check_deployment_run(params: RunParameters, settings: Settings) -> RunParameters:
+def check_deployment_run(params: P, settings: Settings) -> P:
     """Refuse what a deployment run's parameters may not reach (see the module docstring); returns
     the parameters with each file as the absolute path that was checked."""
     configured = load_settings()  # the serve process's own settings, without the run's parameters
     root = settings.input_dir or Path.cwd()
     files: dict[str, str] = {}
-    for f in fields(params):
-        trust = RunParameters.meta(f.name).trust
+    record = type(params)
+    for f in fields(params):  # type: ignore[arg-type]
+        trust = record.meta(f.name).trust
         value = getattr(params, f.name)
         if trust is None or value is None:
             continue
@@ -189,7 +194,7 @@ def check_deployment_run(params: RunParameters, settings: Settings) -> RunParame
             )
             files[f.name] = str(path)
         if trust is Trust.FOLDER:
-            setting = RunParameters.meta(f.name).setting
+            setting = record.meta(f.name).setting
             assert setting is not None
             mine = Path(getattr(configured, setting)).resolve()
             if Path(str(value)).resolve() != mine:
@@ -204,7 +209,7 @@ def check_deployment_run(params: RunParameters, settings: Settings) -> RunParame
             check_input_file(
                 str(path), name="scenario (replay)", root=root, max_bytes=settings.max_input_file_bytes
             )
-    return replace(params, **files)  # type: ignore[arg-type]
+    return replace(params, **files)  # type: ignore[type-var]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -329,10 +329,12 @@ def test_child_environment_drops_foreign_prefect_settings(monkeypatch: pytest.Mo
 
 
 def test_serve_arguments_carry_the_deployment_defaults() -> None:
-    assert stack.serve_command({})[4:] == ["--source", "auto", "--suite", "standard"]
-    cmd = stack.serve_command({"source": "sandbox", "budget": 0, "commit_docs": True})
+    assert stack.serve_command({})[4:] == ["--source", "auto", "--suite", "standard", "--liveness", "0"]
+    cmd = stack.serve_command({"source": "sandbox", "budget": 0, "commit_docs": True, "liveness": 2})
     assert cmd[:4] == [sys.executable, "-m", "flows.cli", "serve"]
-    assert cmd[4:] == ["--source", "sandbox", "--budget", "0", "--suite", "standard", "--commit-docs"]
+    assert cmd[4:] == [
+        "--source", "sandbox", "--budget", "0", "--suite", "standard", "--commit-docs", "--liveness", "2",
+    ]  # fmt: skip
 
 
 def test_deployment_polled_since() -> None:
