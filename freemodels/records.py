@@ -290,6 +290,70 @@ ENDPOINTS_SCHEMA: dict[str, pl.DataType] = {
 """A free model's provider endpoints as the source reports them (no chat quota spent): one row per
 endpoint; a model whose listing has none (or could not be read) has one row with ``provider`` null."""
 
+WATCHES_SCHEMA: dict[str, pl.DataType] = {
+    "watch_id": pl.String(),
+    "at": pl.Datetime("us", "UTC"),  # when the catalog was read
+    "finished_at": pl.Datetime("us", "UTC"),
+    "source": pl.String(),  # a SourceKind value
+    "base_url": pl.String(),
+    "status": pl.String(),  # "completed" | "failed"
+    "status_reason": pl.String(),
+    "based_on_run_id": pl.String(),  # the latest completed run of the source: the rotation watched
+    "previous_watch_id": pl.String(),
+    "catalog_models": pl.Int64(),
+    "free_models": pl.Int64(),
+    "rotation_models": pl.Int64(),  # distinct models in the watched rotation
+    "listings_read": pl.Int64(),  # endpoints listings asked for (no chat quota)
+    "chat_requests": pl.Int64(),  # liveness probes sent (0 unless asked for)
+    "lost": pl.Int64(),
+    "added": pl.Int64(),
+    "expiring": pl.Int64(),
+    "restored": pl.Int64(),
+    "rotation_repaired": pl.Boolean(),  # the exports name fewer models than the run measured
+    "exports_rewritten": pl.Boolean(),  # docs/rotation.json and docs/litellm-router.yaml written
+    "prefect_flow_run_id": pl.String(),
+    "notes": pl.String(),  # JSON list
+}
+"""One row per watch (``discovery watch``): what it read, what it found, whether it repaired the
+rotation."""
+
+WATCH_CHANGES_SCHEMA: dict[str, pl.DataType] = {
+    "watch_id": pl.String(),
+    "compared_with": pl.String(),  # the snapshot compared against: a run id or a watch id
+    "model_id": pl.String(),
+    "change": pl.String(),  # lost | restored | added | removed | free_ended | expiring
+    "reason": pl.String(),  # lost: gone | no_longer_free | no_endpoints | broken
+    "detail": pl.String(),
+    "in_rotation": pl.Boolean(),  # a model of the watched rotation
+    "new": pl.Boolean(),  # not reported by the previous watch: an event went out
+    "expiration_date": pl.String(),
+}
+"""What a watch found changed: the catalog snapshot's differences from the previous snapshot (added,
+removed, free ended), the rotation's members lost or back, and free models about to expire."""
+
+AVAILABILITY_SCHEMA: dict[str, pl.DataType] = {
+    "snapshot_id": pl.String(),  # a run id or a watch id
+    "kind": pl.String(),  # "run" | "watch"
+    "source": pl.String(),
+    "at": pl.Datetime("us", "UTC"),  # when the catalog was read
+    "model_id": pl.String(),
+    "listed": pl.Boolean(),  # the catalog lists it
+    "free": pl.Boolean(),  # listed and free
+    "endpoints": pl.Int64(),  # provider endpoints its listing names (null: not read)
+    "listing": pl.String(),  # endpoints | empty | not_found | unreadable (null: not read)
+    "expiration_date": pl.String(),
+}
+"""Per model and snapshot (every run and every watch): listed, free, how many endpoints. A run's rows
+are its catalog (written when the run is stored); a watch's are its catalog plus the models it
+watched that the catalog no longer lists."""
+
+WATCH_TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "watches": WATCHES_SCHEMA,
+    "watch_changes": WATCH_CHANGES_SCHEMA,
+    "availability": AVAILABILITY_SCHEMA,
+}
+"""The tables of the watch and of availability over time (not per run: :data:`TABLE_SCHEMAS` is)."""
+
 ADDED_COLUMNS: dict[str, frozenset[str]] = {
     "probes": frozenset({"source", "answer_channel", "limit_source", "is_byok", "remedy_hint"}),
     "model_results": frozenset({"caveat"}),

@@ -30,6 +30,7 @@ from freemodels.storage.checkpoint import CheckpointWriter
 from freemodels.storage.database import (
     DB_SCHEMAS,
     SCHEMA_VERSION,
+    WATCH_FILES,
     LockHolder,
     applied_versions,
     check_health,
@@ -40,6 +41,7 @@ from freemodels.storage.database import (
     put_run_row,
     runs_row,
     store_run,
+    store_watch,
 )
 from freemodels.storage.queries import (
     HISTORY_SCHEMA,
@@ -81,6 +83,7 @@ __all__ = [
     "RUN_INFO_FILE",
     "SCHEMA_VERSION",
     "TABLE_FILES",
+    "WATCH_FILES",
     "CheckpointWriter",
     "LockHolder",
     "ProbeKey",
@@ -110,6 +113,7 @@ __all__ = [
     "run_folders",
     "runs_row",
     "store_run",
+    "store_watch",
     "write_candidates",
     "write_run_info",
     "write_table",

@@ -29,7 +29,7 @@ import duckdb
 import polars as pl
 
 from freemodels.errors import DatabaseLockedError, StorageError
-from freemodels.records import RUNS_SCHEMA, TABLE_SCHEMAS, RunInfo
+from freemodels.records import RUNS_SCHEMA, TABLE_SCHEMAS, WATCH_TABLE_SCHEMAS, RunInfo
 from freemodels.storage.runfolder import TABLE_FILES, as_utc, read_run_info
 
 # Every table as stored in DuckDB: TABLE_SCHEMAS, with a leading run_id where the schema has none
@@ -211,11 +211,88 @@ CREATE TABLE endpoints (
 );
 """
 
-# (version, SQL) in order. Never edit a released migration: append a new one and bump SCHEMA_VERSION.
+# Version 5: the daily watch (one row per watch, what it found changed) and availability over time (per
+# model and snapshot, runs and watches alike); the stored runs' catalogs become their snapshots.
+_V5 = """
+CREATE TABLE watches (
+    watch_id VARCHAR NOT NULL,
+    "at" TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    source VARCHAR NOT NULL,
+    base_url VARCHAR,
+    status VARCHAR NOT NULL,
+    status_reason VARCHAR,
+    based_on_run_id VARCHAR,
+    previous_watch_id VARCHAR,
+    catalog_models BIGINT,
+    free_models BIGINT,
+    rotation_models BIGINT,
+    listings_read BIGINT,
+    chat_requests BIGINT,
+    lost BIGINT,
+    added BIGINT,
+    expiring BIGINT,
+    restored BIGINT,
+    rotation_repaired BOOLEAN,
+    exports_rewritten BOOLEAN,
+    prefect_flow_run_id VARCHAR,
+    notes VARCHAR
+);
+CREATE TABLE watch_changes (
+    watch_id VARCHAR NOT NULL,
+    compared_with VARCHAR,
+    model_id VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,
+    reason VARCHAR,
+    detail VARCHAR,
+    in_rotation BOOLEAN,
+    new BOOLEAN,
+    expiration_date VARCHAR
+);
+CREATE TABLE availability (
+    snapshot_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    source VARCHAR,
+    "at" TIMESTAMPTZ NOT NULL,
+    model_id VARCHAR NOT NULL,
+    listed BOOLEAN,
+    free BOOLEAN,
+    endpoints BIGINT,
+    listing VARCHAR,
+    expiration_date VARCHAR
+);
+INSERT INTO availability
+SELECT c.run_id, 'run', r.source, coalesce(r.catalog_fetched_at, r.started_at), c.model_id, true,
+       coalesce(c.is_free, false), e.endpoints, e.listing, c.expiration_date
+FROM catalog c
+JOIN runs r ON r.run_id = c.run_id
+LEFT JOIN (
+    SELECT run_id, model_id, count(provider) AS endpoints, any_value(listing) AS listing
+    FROM endpoints GROUP BY run_id, model_id
+) e ON e.run_id = c.run_id AND e.model_id = c.model_id;
+"""
+
+# A run's snapshot in the availability table, from its stored catalog and endpoints listings.
+_RUN_AVAILABILITY = """
+INSERT INTO availability
+SELECT c.run_id, 'run', r.source, coalesce(r.catalog_fetched_at, r.started_at), c.model_id, true,
+       coalesce(c.is_free, false), e.endpoints, e.listing, c.expiration_date
+FROM catalog c
+JOIN runs r ON r.run_id = c.run_id
+LEFT JOIN (
+    SELECT model_id, count(provider) AS endpoints, any_value(listing) AS listing
+    FROM endpoints WHERE run_id = ? GROUP BY model_id
+) e ON e.model_id = c.model_id
+WHERE c.run_id = ?
+"""
+
+# (version, SQL) in order; numbers need only increase. Never edit a released migration: append a new
+# one and bump SCHEMA_VERSION.
 migrations: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
+    (5, _V5),
 ]
 SCHEMA_VERSION: int = migrations[-1][0]
 
@@ -461,7 +538,8 @@ def store_run(con: duckdb.DuckDBPyConnection, run_dir: Path | str) -> None:
     """Load one run folder into the database in ONE transaction, replacing any earlier copy.
 
     Every row of the run's id is deleted from every table, then the ``runs`` row is inserted from
-    ``run.json`` and each table from its Parquet file (a table whose file is absent gets no rows).
+    ``run.json`` and each table from its Parquet file (a table whose file is absent gets no rows), and
+    the run's catalog becomes its snapshot in ``availability``.
     Storing the same folder twice leaves the same rows. On any failure the transaction is rolled
     back and :class:`StorageError` says so.
     """
@@ -480,6 +558,8 @@ def store_run(con: duckdb.DuckDBPyConnection, run_dir: Path | str) -> None:
         )
         for table, path in sources.items():
             _insert_parquet(con, table, info.run_id, path)
+        con.execute("DELETE FROM availability WHERE snapshot_id = ? AND kind = 'run'", [info.run_id])
+        con.execute(_RUN_AVAILABILITY, [info.run_id, info.run_id])
         con.execute("COMMIT")
         committed = True
     except duckdb.Error as exc:
@@ -515,10 +595,50 @@ def put_run_row(con: duckdb.DuckDBPyConnection, info: RunInfo) -> None:
             _rollback(con)
 
 
+def store_watch(con: duckdb.DuckDBPyConnection, folder: Path | str, watch_id: str) -> None:
+    """Load one watch folder (``watch.parquet``, ``watch_changes.parquet``, ``availability.parquet``)
+    into the database in ONE transaction, replacing any earlier copy of the watch."""
+    where = Path(folder)
+    con.execute("BEGIN TRANSACTION")
+    committed = False
+    try:
+        for table, key in (
+            ("watches", "watch_id"),
+            ("watch_changes", "watch_id"),
+            ("availability", "snapshot_id"),
+        ):
+            con.execute(f"DELETE FROM {table} WHERE {key} = ?", [watch_id])
+            path = where / WATCH_FILES[table]
+            if not path.is_file():
+                continue
+            columns = ", ".join(_quote(c) for c in WATCH_TABLE_SCHEMAS[table])
+            con.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM read_parquet(?) WHERE {key} = ?",
+                [str(path), watch_id],
+            )
+        con.execute("COMMIT")
+        committed = True
+    except duckdb.Error as exc:
+        raise StorageError(
+            f"storing watch {watch_id} from {where} failed, the database is unchanged: {exc}"
+        ) from exc
+    finally:
+        if not committed:
+            _rollback(con)
+
+
+WATCH_FILES: dict[str, str] = {
+    "watches": "watch.parquet",
+    "watch_changes": "watch_changes.parquet",
+    "availability": "availability.parquet",
+}
+"""A watch folder's files, per table."""
+
+
 def check_health(con: duckdb.DuckDBPyConnection, path: Path | str) -> None:
     """Read every table once, so a damaged database is found before a run spends anything."""
     try:
-        for table in DB_SCHEMAS:
+        for table in [*DB_SCHEMAS, *WATCH_TABLE_SCHEMAS]:
             con.execute(f"SELECT count(*) FROM {table}").fetchall()
     except duckdb.Error as exc:
         raise StorageError(

