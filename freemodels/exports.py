@@ -23,12 +23,16 @@
   referenced as ``os.environ/OPENROUTER_API_KEY``, never written.
 
 Both are pure functions of the rotation frame (:data:`~freemodels.records.ROTATION_SCHEMA`) and the run's
-metadata, and produce the same text for the same input.
+metadata, and produce the same text for the same input. A rotation the daily watch repaired (its lost
+models removed, see :mod:`freemodels.watch`) carries a :class:`Repair`: ``rotation.json`` gets a
+``repaired`` object and the YAML a comment saying what was removed and why.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +46,41 @@ SANDBOX_NOTE = (
     "Sandbox data: these chains were computed from the project's simulated OpenRouter, not from real "
     "models. Do not route real traffic with them."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """How a watch repaired a measured rotation: the models it removed and why."""
+
+    on: str  # the watch's date, YYYY-MM-DD
+    watch_id: str
+    measured_run_id: str
+    removed: tuple[tuple[str, str, str], ...]  # (model id, reason, detail)
+    emptied: tuple[str, ...] = ()  # purposes left without any model
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "on": self.on,
+            "watch_id": self.watch_id,
+            "measured_run_id": self.measured_run_id,
+            "removed": [{"model": m, "reason": r, "detail": d} for m, r, d in self.removed],
+            "purposes_left_empty": list(self.emptied),
+            "note": (
+                "The daily watch removed these models from the measured rotation (gone from the "
+                "catalog, no longer free, or without endpoints); the fallbacks moved up. The "
+                "measurements are the run's."
+            ),
+        }
+
+    def comment_lines(self) -> list[str]:
+        """YAML comment lines (model ids JSON-quoted: a catalog id never breaks out of a comment)."""
+        lines = [
+            f"# Repaired on {self.on} by watch {self.watch_id}: lost models removed, fallbacks moved up."
+        ]
+        lines += [f"#   removed {json.dumps(m)} ({r})" for m, r, _ in self.removed]
+        if self.emptied:
+            lines.append(f"#   purposes left without a model: {', '.join(self.emptied)}")
+        return lines
 
 
 def _chains(rotation: pl.DataFrame, order: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
@@ -69,6 +108,7 @@ def rotation_json(
     generated_at: datetime | str | None,
     order: Sequence[str] | None = None,
     models_limit: int = OPENROUTER_MODELS_LIMIT,
+    repaired: Repair | None = None,
 ) -> dict[str, Any]:
     """The rotation as a JSON-ready dict (see the module docstring for the shape).
 
@@ -97,6 +137,8 @@ def rotation_json(
     }
     if _simulated(source):
         document["warning"] = SANDBOX_NOTE
+    if repaired is not None:
+        document["repaired"] = repaired.as_json()
     document["purposes"] = {
         purpose: {"model": rows[0]["model_id"], "models": [r["model_id"] for r in rows[:models_limit]]}
         for purpose, rows in chains.items()
@@ -171,6 +213,7 @@ def litellm_router_yaml(
     source: str = "openrouter",
     base_url: str | None = None,
     order: Sequence[str] | None = None,
+    repaired: Repair | None = None,
 ) -> str:
     """:func:`litellm_config` as YAML, with a comment header naming the run and the source."""
     header = [
@@ -183,6 +226,8 @@ def litellm_router_yaml(
     ]
     if _simulated(source):
         header.append(f"# WARNING: {SANDBOX_NOTE}")
+    if repaired is not None:
+        header += repaired.comment_lines()
     body: str = yaml.safe_dump(
         litellm_config(rotation, source=source, base_url=base_url, order=order),
         sort_keys=False,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -271,6 +271,9 @@ class Source:
     max_concurrency: int
     identity: SourceIdentity
     api_key: SecretStr | None = field(default=None, repr=False)
+    counters: Callable[[], Mapping[str, object]] | None = field(default=None, repr=False, compare=False)
+    """What a simulated source counted itself (the sandbox's ``/_sandbox/stats``: chat requests and
+    every request); None for a real one."""
 
     @property
     def kind(self) -> SourceKind:
@@ -372,11 +375,16 @@ def _concurrency(profile: SourceProfile, settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def open_source(settings: Settings, *, kind: SourceKind, api_key_env: str | None = None) -> Iterator[Source]:
-    """Yield the resolved source; a sandbox is served on 127.0.0.1 for the duration of the block."""
+def open_source(
+    settings: Settings, *, kind: SourceKind, api_key_env: str | None = None, need_key: bool = True
+) -> Iterator[Source]:
+    """Yield the resolved source; a sandbox is served on 127.0.0.1 for the duration of the block.
+
+    ``need_key=False``: only what needs no key will be asked (the catalog and the endpoints listings),
+    so a source that requires a key for chat requests opens without one."""
     profile = PROFILES[kind]
     missing = required_key_missing(profile, settings, api_key_env)
-    if missing is not None:
+    if missing is not None and (need_key or api_key_env):
         raise ConfigError(missing)
     identity = resolve_identity(settings, kind=kind)
     key = _key(profile, settings, api_key_env)
@@ -394,6 +402,7 @@ def open_source(settings: Settings, *, kind: SourceKind, api_key_env: str | None
                 max_concurrency=concurrency,
                 identity=identity,
                 api_key=key,
+                counters=server.stats,
             )
         return
     base_url = identity.base_url or ""

@@ -50,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -142,7 +143,9 @@ class SandboxState:
     ) -> None:
         self.scenario = scenario
         self.seed = scenario.seed if scenario.seed is not None else seed
-        self.catalog: Catalog = build_catalog(scenario.catalog)
+        self.catalog: Catalog = build_catalog(
+            scenario.catalog, today=datetime.fromtimestamp(wall_clock(), UTC).date()
+        )
         self.profiles: dict[str, Profile] = resolve_profiles(self.catalog, scenario, self.seed)
         self.limits = scenario.limits
         self.wall = wall_clock

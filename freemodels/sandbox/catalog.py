@@ -15,6 +15,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
@@ -109,9 +110,14 @@ def load_table() -> list[dict[str, Any]]:
 
 
 def build_catalog(
-    changes: CatalogChanges | None = None, rows: Iterable[Mapping[str, Any]] | None = None
+    changes: CatalogChanges | None = None,
+    rows: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    today: date | None = None,
 ) -> Catalog:
-    """Expand the table (plus generated paid counterparts) and apply a scenario's catalog changes."""
+    """Expand the table (plus generated paid counterparts) and apply a scenario's catalog changes.
+
+    ``today`` (default: the UTC date now) anchors the expiration dates given as days from today."""
     changes = changes if changes is not None else CatalogChanges()
     table = list(rows) if rows is not None else load_table()
     expanded: dict[str, dict[str, Any]] = {}
@@ -139,6 +145,13 @@ def build_catalog(
         if model_id in expanded:
             raise ScenarioError(f"catalog.add_free: {model_id!r} is already in the sandbox catalog")
         expanded[model_id] = _synthetic_free_row(model_id, newest + offset * 86_400)
+    for model_id, when in changes.expires.items():
+        if model_id not in expanded:
+            raise ScenarioError(f"catalog.expires: {model_id!r} is not in the sandbox catalog")
+        if isinstance(when, int):
+            anchor = today if today is not None else datetime.now(UTC).date()
+            when = (anchor + timedelta(days=when)).isoformat()
+        expanded[model_id] = {**expanded[model_id], "expires": when}
 
     ordered = sorted(expanded.values(), key=lambda r: (-int(r["created"]), r["id"]))
     models = {row["id"]: _model(row) for row in ordered}

@@ -40,6 +40,15 @@ Format::
                                           # catalog, the paid slug is listed with prices, and requests
                                           # to the ':free' id answer 404 free_variant_ended
 
+    [catalog.expires]           # a listed model's expiration_date: a date ("2027-01-15"), or a whole
+    "vendor/model:free" = 7     # number of days from the sandbox's today (UTC), so a scenario stays
+                                # "expiring in a week" whenever it runs
+
+    A scenario describes one state of the catalog. To show a catalog changing between two reads (two
+    watches, or a run and a watch), give each read its own scenario file: the sandbox is started
+    afresh for each, with the changes of the file it is given. An endpoints listing with no provider
+    is staged with ``behavior = "no_endpoints"`` (the model stays listed, its listing is empty).
+
     [shared_pool."DigitalOcean"]  # a provider's shared pool of free capacity (key: the provider
                                   # name models answer with, see `provider`)
     max_concurrent = 1          # requests to this provider in flight at once; one more is refused
@@ -152,6 +161,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,6 +294,8 @@ class CatalogChanges:
     remove: tuple[str, ...] = ()
     add_free: tuple[str, ...] = ()
     paid: tuple[str, ...] = ()
+    expires: Mapping[str, str | int] = field(default_factory=dict)
+    """model id -> an ISO date, or days from the sandbox's today."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,12 +456,23 @@ def _parse_limits(table: Mapping[str, Any]) -> Limits:
 
 
 def _parse_catalog(table: Mapping[str, Any]) -> CatalogChanges:
-    _no_unknown(table, {"remove", "add_free", "paid"}, "catalog")
+    _no_unknown(table, {"remove", "add_free", "paid", "expires"}, "catalog")
     lists = {name: _str_list(table, name, f"catalog.{name}") for name in ("remove", "add_free", "paid")}
     for model_id in lists["paid"]:
         if not model_id.endswith(":free"):
             raise ScenarioError(f"catalog.paid: {model_id!r} is not a ':free' id")
-    return CatalogChanges(**lists)
+    expires: dict[str, str | int] = {}
+    for model_id, value in _table(table, "expires", "catalog.expires").items():
+        where = f'catalog.expires."{model_id}"'
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ScenarioError(f"{where} must be a date (YYYY-MM-DD) or a whole number of days")
+        if isinstance(value, str):
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ScenarioError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from None
+        expires[str(model_id)] = value
+    return CatalogChanges(**lists, expires=expires)
 
 
 _MODEL_KEYS = {f.name for f in fields(ModelSpec)}

@@ -9,7 +9,7 @@ full). Frames come back with the column types of :data:`freemodels.storage.datab
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 import polars as pl
@@ -165,3 +165,70 @@ def history(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.Dat
     """Per run, oldest first: start time, catalog size, free, tested, working, degraded, failing
     counts and the median P50 total time of the working models (HISTORY_SCHEMA). One SQL query."""
     return query(con, _HISTORY_SQL, [source, source]).cast(pl.Schema(HISTORY_SCHEMA))
+
+
+_AVAILABILITY_DAYS_SQL = """
+SELECT model_id, CAST("at" AS DATE) AS day, bool_or(free) AS free
+FROM availability
+WHERE (CAST(? AS VARCHAR) IS NULL OR source = CAST(? AS VARCHAR)) AND "at" <= CAST(? AS TIMESTAMPTZ)
+GROUP BY model_id, day
+ORDER BY model_id, day
+"""
+
+_OBSERVED_DAYS_SQL = """
+SELECT DISTINCT CAST("at" AS DATE) AS day
+FROM availability
+WHERE (CAST(? AS VARCHAR) IS NULL OR source = CAST(? AS VARCHAR)) AND "at" <= CAST(? AS TIMESTAMPTZ)
+ORDER BY day
+"""
+
+
+def availability_days(
+    con: duckdb.DuckDBPyConnection, *, source: str | None, until: datetime
+) -> tuple[pl.DataFrame, list[date]]:
+    """Availability at daily resolution from every snapshot (runs and watches) of ``source`` read at
+    or before ``until``: one row per model and UTC day with whether a snapshot saw it free that day
+    (:data:`freemodels.availability.AVAILABILITY_DAYS_SCHEMA`), and the days any snapshot was read."""
+    from freemodels.availability import AVAILABILITY_DAYS_SCHEMA
+
+    params = [source, source, until]
+    days = query(con, _AVAILABILITY_DAYS_SQL, params).cast(pl.Schema(AVAILABILITY_DAYS_SCHEMA))
+    observed = query(con, _OBSERVED_DAYS_SQL, params).get_column("day").to_list()
+    return days, observed
+
+
+def latest_watch(con: duckdb.DuckDBPyConnection, *, source: str | None = None) -> dict[str, object] | None:
+    """The newest completed watch (of ``source`` when given), as a ``watches`` row, or None."""
+    from freemodels.records import WATCHES_SCHEMA
+
+    columns = ", ".join(f'"{c}"' for c in WATCHES_SCHEMA)
+    frame = query(
+        con,
+        f"SELECT {columns} FROM watches WHERE status = 'completed' "
+        "AND (CAST(? AS VARCHAR) IS NULL OR source = CAST(? AS VARCHAR)) "
+        'ORDER BY "at" DESC, watch_id DESC LIMIT 1',
+        [source, source],
+    )
+    return frame.cast(pl.Schema(WATCHES_SCHEMA)).row(0, named=True) if frame.height else None
+
+
+def watch_changes(con: duckdb.DuckDBPyConnection, watch_id: str) -> pl.DataFrame:
+    """What one watch found changed (the ``watch_changes`` rows), by change then model."""
+    from freemodels.records import WATCH_CHANGES_SCHEMA
+
+    columns = ", ".join(f'"{c}"' for c in WATCH_CHANGES_SCHEMA)
+    frame = query(
+        con, f"SELECT {columns} FROM watch_changes WHERE watch_id = ? ORDER BY change, model_id", [watch_id]
+    )
+    return frame.cast(pl.Schema(WATCH_CHANGES_SCHEMA))
+
+
+def snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> pl.DataFrame:
+    """One snapshot's ``availability`` rows (a run's or a watch's), by model."""
+    from freemodels.records import AVAILABILITY_SCHEMA
+
+    columns = ", ".join(f'"{c}"' for c in AVAILABILITY_SCHEMA)
+    frame = query(
+        con, f"SELECT {columns} FROM availability WHERE snapshot_id = ? ORDER BY model_id", [snapshot_id]
+    )
+    return frame.cast(pl.Schema(AVAILABILITY_SCHEMA))
