@@ -187,3 +187,87 @@ def emit_lost_models(
     for model in lost:
         emit_event(**event_for(model, run_id=run_id, source=source))
     return lost
+
+
+# --------------------------------------------------------------------------------------------------
+# the daily watch: lost, expiring and added models
+
+EVENT_MODEL_EXPIRING = "discovery.model.expiring"
+EVENT_MODEL_ADDED = "discovery.model.added"
+WATCH_EVENTS = (EVENT_MODEL_LOST, EVENT_MODEL_EXPIRING, EVENT_MODEL_ADDED)
+"""The events a watch emits (an automation on ``discovery.model.*`` covers all of them)."""
+
+_WATCH_EVENT_OF: dict[str, str] = {
+    "lost": EVENT_MODEL_LOST,
+    "expiring": EVENT_MODEL_EXPIRING,
+    "added": EVENT_MODEL_ADDED,
+}
+
+
+def watch_events(
+    changes: pl.DataFrame, *, watch_id: str, run_id: str | None, source: str
+) -> list[dict[str, Any]]:
+    """The keyword arguments of :func:`prefect.events.emit_event` for what a watch found new (pure).
+
+    One event per ``watch_changes`` row that is new since the previous watch: ``lost`` (reason
+    ``gone`` | ``no_longer_free`` | ``no_endpoints`` | ``broken``), ``expiring`` (the date in the
+    payload) and ``added``. Rows the previous watch already reported send nothing again. The model
+    id and the detail come from the catalog: they pass the redaction point again here.
+    """
+    events: list[dict[str, Any]] = []
+    for row in changes.filter(pl.col("new").fill_null(False)).iter_rows(named=True):
+        name = _WATCH_EVENT_OF.get(row["change"])
+        if name is None:
+            continue
+        model_id = untrusted(row["model_id"])
+        reason = row["reason"] or row["change"]
+        related = [
+            {
+                "prefect.resource.id": f"discovery.watch.{watch_id}",
+                "prefect.resource.role": "discovery-watch",
+                "prefect.resource.name": watch_id,
+            }
+        ]
+        if run_id:
+            related.append(
+                {
+                    "prefect.resource.id": f"discovery.run.{run_id}",
+                    "prefect.resource.role": "discovery-run",
+                    "prefect.resource.name": run_id,
+                }
+            )
+        events.append(
+            {
+                "event": name,
+                "resource": {
+                    "prefect.resource.id": f"{RESOURCE_PREFIX}{model_id}",
+                    "prefect.resource.name": model_id,
+                    "discovery.reason": reason,
+                    "discovery.source": source,
+                },
+                "related": related,
+                "payload": {
+                    "model_id": model_id,
+                    "reason": reason,
+                    "detail": untrusted(row["detail"] or "", 1000),
+                    "in_rotation": bool(row["in_rotation"]),
+                    "expiration_date": untrusted(row["expiration_date"]) if row["expiration_date"] else None,
+                    "watch_id": watch_id,
+                    "run_id": run_id,
+                    "source": source,
+                },
+            }
+        )
+    return events
+
+
+def emit_watch_events(
+    changes: pl.DataFrame, *, watch_id: str, run_id: str | None, source: str
+) -> list[dict[str, Any]]:
+    """Emit :func:`watch_events` from inside the watch's flow run; return what was emitted."""
+    from prefect.events import emit_event
+
+    events = watch_events(changes, watch_id=watch_id, run_id=run_id, source=source)
+    for event in events:
+        emit_event(**event)
+    return events

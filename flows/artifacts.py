@@ -42,8 +42,9 @@ def run_tags(existing: Iterable[str], source: str) -> list[str]:
     return sorted(kept | {BASE_TAG, f"{SOURCE_TAG_PREFIX}{_label(source)}"})
 
 
-async def label_flow_run(source: str, *, run_date: date) -> None:
-    """Rename the current flow run to ``<date>-<source>`` and tag it with its source.
+async def label_flow_run(source: str, *, run_date: date, kind: str | None = None) -> None:
+    """Rename the current flow run to ``<date>-<source>`` (``<date>-<kind>-<source>`` for another
+    kind of run than a discovery, such as ``watch``) and tag it with its source (and its kind).
 
     Does nothing outside a flow run.
     """
@@ -53,11 +54,11 @@ async def label_flow_run(source: str, *, run_date: date) -> None:
     flow_run_id = flow_run.id
     if not flow_run_id:
         return
+    name = run_name(run_date, f"{kind}-{source}" if kind else source)
     async with get_client() as client:
         current = await client.read_flow_run(UUID(flow_run_id))
-        await client.update_flow_run(
-            current.id, name=run_name(run_date, source), tags=run_tags(current.tags, source)
-        )
+        tags = run_tags(current.tags, source)
+        await client.update_flow_run(current.id, name=name, tags=sorted({*tags, kind}) if kind else tags)
 
 
 async def publish_artifacts(summary_markdown: str, tiers: list[dict[str, Any]], run_id: str) -> list[UUID]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flows.argtypes import non_negative_int, port
-from flows.parameters import add_run_options
+from flows.parameters import WatchParameters, add_run_options
 from freemodels.errors import DiscoveryError, RunFailed, environment_error
 from freemodels.secrets import install_log_redaction, printable, redact
 
@@ -80,6 +80,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     assert end.summary is not None
     print(printable(end.summary.describe(), keep_newlines=True))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Watch the latest rotation: no chat quota (unless --liveness), exit 0 whatever it finds."""
+    from flows.parameters import WatchParameters, record_from_args
+    from flows.runner import check_watch, run_watch
+
+    params = record_from_args(args, WatchParameters)
+    check_watch(params)  # a mistake in the command or the machine: one line, exit 2
+    try:
+        summary = run_watch(params)
+    except DiscoveryError as exc:  # the watch itself failed (source, database, disk)
+        print(printable(f"discovery: error: the watch failed: {exc}"), file=sys.stderr)
+        return EXIT_RUN_FAILED
+    print(printable(summary.describe(), keep_newlines=True))
     return 0
 
 
@@ -168,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_options(run)
     run.set_defaults(func=cmd_run)
+
+    watch = sub.add_parser(
+        "watch",
+        help="check the rotation against the catalog now (no chat quota) and repair the exports",
+        description=(
+            "Read the catalog and the endpoints listings of the latest rotation's models (no chat "
+            "requests, no key needed), compare with the latest completed run and the previous watch, "
+            "store what changed in DuckDB, emit discovery.model.lost / .expiring / .added, and rewrite "
+            "docs/rotation.json and docs/litellm-router.yaml without lost models. Exit 0 whatever it "
+            "finds; 1 only when the watch itself failed."
+        ),
+    )
+    add_run_options(watch, WatchParameters)
+    watch.set_defaults(func=cmd_watch)
 
     catalog = sub.add_parser(
         "catalog",

@@ -39,7 +39,9 @@ from freemodels.errors import ConfigError, DiscoveryError, RunNotFoundError
 
 if TYPE_CHECKING:
     from flows.discovery import RunSummary
+    from flows.parameters import WatchParameters
     from flows.prepare import Prepared
+    from flows.watch import PreparedWatch, WatchSummary
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -267,6 +269,49 @@ def run_discovery(params: RunParameters) -> RunEnd:
         state.result()
         raise DiscoveryError(state.message or "the run failed")
     return RunEnd(state.result())
+
+
+# --------------------------------------------------------------------------------------------------
+# the watch
+
+
+def check_watch(params: WatchParameters) -> PreparedWatch:
+    """Everything a watch checks before it reads anything, before Prefect is started."""
+    from flows.watch import check_watch_reachable, prepare_watch
+
+    prepared = prepare_watch(params)
+    check_watch_reachable(prepared)
+    return prepared
+
+
+async def _watch_in_task(params: WatchParameters) -> Any:
+    from flows.lifecycle import sigterm_cancels_this_task
+    from flows.watch import watch
+
+    with sigterm_cancels_this_task():
+        run = watch(**dataclasses.asdict(params.shown()), return_state=True)
+        return await cast(Awaitable[Any], run)
+
+
+def run_watch(params: WatchParameters) -> WatchSummary:
+    """Run the watch flow in this process; raise the project's error when it failed."""
+    configure_prefect()
+    from flows.prepare import settings_for
+
+    with prefect_api(settings_for(params).stack_dir):
+        from flows.lifecycle import quiet_expected_errors
+
+        quiet_expected_errors()
+        state = asyncio.run(_watch_in_task(params))
+    if state.is_failed() or state.is_cancelled():
+        error = state.data if isinstance(state.data, BaseException) else None
+        if isinstance(error, DiscoveryError):
+            raise error
+        if state.is_failed():
+            state.result()
+        raise DiscoveryError(state.message or "the watch did not finish")
+    summary: WatchSummary = state.result()
+    return summary
 
 
 # --------------------------------------------------------------------------------------------------
