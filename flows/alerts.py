@@ -259,15 +259,3 @@ def watch_events(
             }
         )
     return events
-
-
-def emit_watch_events(
-    changes: pl.DataFrame, *, watch_id: str, run_id: str | None, source: str
-) -> list[dict[str, Any]]:
-    """Emit :func:`watch_events` from inside the watch's flow run; return what was emitted."""
-    from prefect.events import emit_event
-
-    events = watch_events(changes, watch_id=watch_id, run_id=run_id, source=source)
-    for event in events:
-        emit_event(**event)
-    return events

@@ -35,6 +35,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.alerts import watch_events
 from flows.discovery import started_from_deployment, suite_seed
 from flows.lifecycle import quiet_expected_errors
 from flows.parameters import WatchParameters, flow_signature
@@ -110,6 +111,9 @@ class WatchSummary:
     skipped: str | None = None
     database: str = ""
     source_counted: Mapping[str, object] | None = None  # the sandbox's own counters
+    events: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # emitted inside Prefect (kwargs of emit_event)
 
     def describe(self) -> str:
         """A short summary, one fact a line (catalog text included: print it with ``printable``)."""
@@ -517,15 +521,17 @@ async def execute_watch(
                 model.reason.value,
                 model.detail,
             )
+    events = watch_events(
+        findings.changes,
+        watch_id=watch_id,
+        run_id=baseline.run["run_id"] if baseline.run else None,
+        source=prepared.kind.value,
+    )
     if in_prefect:
-        from flows.alerts import emit_watch_events
+        from prefect.events import emit_event
 
-        emit_watch_events(
-            findings.changes,
-            watch_id=watch_id,
-            run_id=baseline.run["run_id"] if baseline.run else None,
-            source=prepared.kind.value,
-        )
+        for event in events:
+            emit_event(**event)
     changes = findings.changes
     return WatchSummary(
         watch_id=watch_id,
@@ -556,6 +562,7 @@ async def execute_watch(
         skipped=repair.skipped if repair else None,
         database=str(settings.database),
         source_counted=observation.source_counted,
+        events=events,
     )
 
 
