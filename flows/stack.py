@@ -62,6 +62,9 @@ LOG_TAIL_LINES = 25
 
 FLOW_NAME = "discovery"
 DEPLOYMENT_NAME = "monthly"
+WATCH_DEPLOYMENT_NAME = "watch"
+DEPLOYMENT_NAMES = (DEPLOYMENT_NAME, WATCH_DEPLOYMENT_NAME)
+"""The deployments the serve process registers (see :mod:`flows.serve`)."""
 SERVER = "server"
 SERVE = "serve"
 
@@ -381,11 +384,14 @@ def server_healthy(api: str) -> bool:
     return response.status_code == 200 and response.json() is True
 
 
-def read_deployment(api: str, auth: str | None = None) -> dict[str, object] | None:
-    """The ``discovery/monthly`` deployment as the API returns it, or None when it does not exist."""
+def read_deployment(
+    api: str, auth: str | None = None, name: str = DEPLOYMENT_NAME
+) -> dict[str, object] | None:
+    """The ``discovery/<name>`` deployment (``monthly`` by default) as the API returns it, or None when
+    it does not exist."""
     try:
         response = httpx.get(
-            f"{api}/deployments/name/{FLOW_NAME}/{DEPLOYMENT_NAME}",
+            f"{api}/deployments/name/{FLOW_NAME}/{name}",
             headers=auth_headers(auth),
             timeout=HTTP_TIMEOUT_S,
         )
@@ -622,7 +628,10 @@ def start_stack(config: StackConfig) -> UpResult:
         state = state.with_process(serve)
         save_state(paths, state)
         serve_s = wait_until(
-            lambda: deployment_polled_since(read_deployment(state.api_url, auth), serve_started),
+            lambda: all(
+                deployment_polled_since(read_deployment(state.api_url, auth, name), serve_started)
+                for name in DEPLOYMENT_NAMES
+            ),
             timeout_s=config.timeout_s,
             alive=lambda: is_running(serve),
             what="the serve process",
@@ -657,6 +666,8 @@ class StackStatus:
     server_healthy: bool
     deployment: dict[str, object] | None
     next_run: datetime | None = None
+    watch: dict[str, object] | None = None  # discovery/watch
+    next_watch: datetime | None = None
 
 
 def stack_status(paths: StackPaths) -> StackStatus:
@@ -666,8 +677,9 @@ def stack_status(paths: StackPaths) -> StackStatus:
         return StackStatus(None, {}, False, None)
     running = running_processes(state)
     healthy = running.get(SERVER, False) and server_healthy(state.api_url)
-    deployment = read_deployment(state.api_url, auth_string(paths)) if healthy else None
-    next_run = (
-        next_scheduled_run(state.api_url, deployment, auth_string(paths)) if deployment is not None else None
-    )
-    return StackStatus(state, running, healthy, deployment, next_run)
+    auth = auth_string(paths)
+    deployment = read_deployment(state.api_url, auth) if healthy else None
+    next_run = next_scheduled_run(state.api_url, deployment, auth) if deployment is not None else None
+    watch = read_deployment(state.api_url, auth, WATCH_DEPLOYMENT_NAME) if healthy else None
+    next_watch = next_scheduled_run(state.api_url, watch, auth) if watch is not None else None
+    return StackStatus(state, running, healthy, deployment, next_run, watch, next_watch)

@@ -23,6 +23,7 @@ from flows.stack import (
     FLOW_NAME,
     SERVE,
     SERVER,
+    WATCH_DEPLOYMENT_NAME,
     StackConfig,
     StackPaths,
     StackState,
@@ -74,6 +75,8 @@ def how_to_use(state: StackState) -> str:
             "Run a discovery now and wait for it:",
             '  eval "$(uv run discovery status --env)"     # PREFECT_API_URL and PREFECT_API_AUTH_STRING',
             f"  uv run prefect deployment run {FLOW_NAME}/{DEPLOYMENT_NAME} --watch",
+            "Watch the rotation now (daily at 06:30 UTC anyway; no chat quota):",
+            f"  uv run prefect deployment run {FLOW_NAME}/{WATCH_DEPLOYMENT_NAME} --watch",
             "",
             "Stop the stack:  uv run discovery down",
         ]
@@ -124,7 +127,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_deployment(deployment: Mapping[str, object], next_run: datetime | None) -> str:
+def describe_deployment(
+    deployment: Mapping[str, object], next_run: datetime | None, name: str = DEPLOYMENT_NAME
+) -> str:
     """The deployment's state in the words a person reads."""
     schedule = "schedule paused" if deployment.get("paused") else "schedule active"
     polled = deployment.get("last_polled")
@@ -139,7 +144,7 @@ def describe_deployment(deployment: Mapping[str, object], next_run: datetime | N
         upcoming = f"next run {next_run.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     else:
         upcoming = "no run scheduled yet"
-    return f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: {schedule}, {upcoming}; {serving}"
+    return f"deployment {FLOW_NAME}/{name}: {schedule}, {upcoming}; {serving}"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -170,11 +175,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{record.name}: pid {record.pid}, {running} (log: {record.log})")
     print(f"API {state.api_url}: {'healthy' if status.server_healthy else 'not answering'}")
     deployment = status.deployment
-    if deployment is not None:
-        print(describe_deployment(deployment, status.next_run))
-    elif status.server_healthy:
-        print(f"deployment {FLOW_NAME}/{DEPLOYMENT_NAME}: not registered (the serve process registers it)")
-    up = all(status.running.values()) and status.server_healthy and deployment is not None
+    for name, found, upcoming in (
+        (DEPLOYMENT_NAME, status.deployment, status.next_run),
+        (WATCH_DEPLOYMENT_NAME, status.watch, status.next_watch),
+    ):
+        if found is not None:
+            print(describe_deployment(found, upcoming, name))
+        elif status.server_healthy:
+            print(f"deployment {FLOW_NAME}/{name}: not registered (the serve process registers it)")
+    up = (
+        all(status.running.values())
+        and status.server_healthy
+        and deployment is not None
+        and status.watch is not None
+    )
     print()
     print(how_to_use(state) if up else "The stack is not fully up: run `uv run discovery down` then `up`.")
     return 0 if up else 1
@@ -188,10 +202,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve``, ``up``, ``down`` and ``status`` to the ``discovery`` command line."""
     serve = sub.add_parser(
         "serve",
-        help="serve the discovery/monthly deployment (foreground; needs PREFECT_API_URL)",
+        help="serve discovery/monthly and discovery/watch (foreground; needs PREFECT_API_URL)",
         description=(
-            "Register the deployment discovery/monthly (cron 0 6 1 * *, UTC) with the Prefect server "
-            "named by PREFECT_API_URL and run its flow runs until interrupted. Runs start in this "
+            "Register the deployments discovery/monthly (cron 0 6 1 * *, UTC) and discovery/watch "
+            "(cron 30 6 * * *, UTC) with the Prefect server named by PREFECT_API_URL and run their "
+            "flow runs, one at a time, until interrupted. Runs start in this "
             "folder: relative data/ and docs/ resolve here. `discovery up` starts this in the "
             "background together with a local server."
         ),
@@ -204,7 +219,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="start a local Prefect server and the serve process in the background",
         description=(
             "Start a Prefect server on loopback (SQLite under --stack-dir, analytics off, no internet "
-            "needed) and the serve process of discovery/monthly, wait until both are healthy, and "
+            "needed) and the serve process of discovery/monthly and discovery/watch, wait until both "
+            "are healthy, and "
             "print the UI address. Run it from the project folder: runs write data/ and docs/ there "
             "(or to $DISCOVERY_DATA_DIR / $DISCOVERY_DOCS_DIR). Already up: says so."
         ),

@@ -63,7 +63,9 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/api/health":
             body = b"true"
-        elif self.path == "/api/deployments/name/discovery/monthly" and os.path.exists(poll_file):
+        elif self.path in (
+            "/api/deployments/name/discovery/monthly", "/api/deployments/name/discovery/watch"
+        ) and os.path.exists(poll_file):
             polled = open(poll_file).read()
             body = json.dumps({"status": "READY", "paused": False, "last_polled": polled}).encode()
         else:
