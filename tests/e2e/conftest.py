@@ -247,7 +247,13 @@ def run_artifacts(stack: RunningStack, completed_run: CompletedRun) -> dict[str,
     return {a["key"]: a for a in found if a.get("key")}
 
 
-MODULE_ORDER = ("test_deployment", "test_browser", "test_alerting", "test_stack_security")
+MODULE_ORDER = (
+    "test_deployment",
+    "test_browser",
+    "test_alerting",
+    "test_watch_deployment",
+    "test_stack_security",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
