@@ -123,3 +123,36 @@ def summarize(days: pl.DataFrame, observed: Sequence[date], until: date) -> Avai
         models=tuple(models),
         per_day=per_day,
     )
+
+
+def as_context(availability: Availability | None, *, limit: int = 60) -> dict[str, object]:
+    """Plain values for the reports' "Free models over time" section (dates as ISO text; at most
+    ``limit`` models, free now first)."""
+    if availability is None or not availability.observed:
+        return {"observed": 0, "models": [], "total": 0, "first": None, "last": None}
+
+    def iso(day: date | None) -> str | None:
+        return day.isoformat() if day is not None else None
+
+    return {
+        "observed": len(availability.observed),
+        "first": iso(availability.observed[0]),
+        "last": iso(availability.observed[-1]),
+        "observed_90": availability.observed_90,
+        "observed_365": availability.observed_365,
+        "total": len(availability.models),
+        "free_now": sum(1 for m in availability.models if m.free_now),
+        "models": [
+            {
+                "model_id": m.model_id,
+                "free_now": m.free_now,
+                "first_free": iso(m.first_free),
+                "last_free": iso(m.last_free),
+                "days_free_90": m.days_free_90,
+                "days_free_365": m.days_free_365,
+                "changed_on": iso(m.changed_on),
+                "change": m.change,
+            }
+            for m in availability.models[:limit]
+        ],
+    }

@@ -8,7 +8,8 @@ committed and snapshot-tested. Plotly/Altair need a browser engine (kaleido/vl-c
 Every chart is drawn on a fresh :class:`~matplotlib.figure.Figure` (no pyplot, no global figure state)
 under a local ``rc_context``. Text is written as SVG ``<text>`` (escaped by matplotlib, no glyph paths),
 and math-text parsing is off, so a model id with ``$`` signs is drawn as it is. Data elements carry SVG
-ids (``latency-p50-<i>``, ``outcome-<i>``, ``trend-free``, ``trend-working``) so tests can find them.
+ids (``latency-p50-<i>``, ``outcome-<i>``, ``trend-free``, ``trend-working``, ``availability-free``)
+so tests can find them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import matplotlib as mpl
@@ -234,5 +236,45 @@ def trend_svg(points: Sequence[TrendPoint], *, note: str | None = None) -> str:
         ax.set_ylabel("models")
         ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
         fig.text(0.01, 0.97, "Free and working models per run", ha="left", va="top", fontsize=10)
+        _note(fig, note)
+        return _svg(fig)
+
+
+@dataclass(frozen=True, slots=True)
+class DayPoint:
+    """One observed day in the availability chart."""
+
+    day: date
+    free: int  # models free that day
+
+
+def availability_svg(points: Sequence[DayPoint], *, note: str | None = None) -> str:
+    """Free models over time, one step per day from the first observed day to the last; days
+    without a snapshot are left as gaps (``availability-free``)."""
+    with _style():
+        fig = Figure(figsize=(8.0, 3.2))
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.84, bottom=0.24)
+        if not points:
+            _empty(fig, "No catalog snapshot yet.")
+            _note(fig, note)
+            return _svg(fig)
+        ax = fig.add_subplot()
+        ordered = sorted(points, key=lambda p: p.day)
+        first = ordered[0].day
+        span = (ordered[-1].day - first).days + 1
+        values = [math.nan] * span
+        for p in ordered:
+            values[(p.day - first).days] = p.free
+        xs = list(range(span))
+        marker = "o" if span <= 45 else None
+        ax.step(xs, values, where="mid", marker=marker, markersize=3, gid="availability-free")
+        step = max(1, math.ceil(span / _MAX_DATE_TICKS))
+        ticks = xs[::step]
+        labels = [(first + timedelta(days=i)).isoformat() for i in ticks]
+        ax.set_xticks(ticks, labels, rotation=30, ha="right")
+        ax.set_xlim(-0.5, span - 0.5)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("free models")
+        fig.text(0.01, 0.97, "Free models over time (per day)", ha="left", va="top", fontsize=10)
         _note(fig, note)
         return _svg(fig)

@@ -34,6 +34,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from freemodels import charts, exports, storage
+from freemodels.availability import Availability, as_context, summarize
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, SETTLING, Failure
 from freemodels.listings import disagreements, reported
@@ -86,6 +87,7 @@ INDEX = "index.md"
 LATENCY_CHART = "charts/latency.svg"
 FAILURES_CHART = "charts/failures.svg"
 TREND_CHART = "charts/trend.svg"
+AVAILABILITY_CHART = "charts/availability.svg"
 ROTATION_JSON = "rotation.json"
 LITELLM_YAML = "litellm-router.yaml"
 
@@ -142,6 +144,7 @@ class ReportData:
     history: pl.DataFrame  # HISTORY_SCHEMA, oldest first, up to and including this run
     previous_run: dict[str, Any] | None = None  # the run the changes compare against
     endpoints: pl.DataFrame | None = None  # ENDPOINTS_SCHEMA: the free signals read before probing
+    availability: Availability | None = None  # free models over time, from every snapshot up to the run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,6 +227,8 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
     history = _query(con, _HISTORY_SQL, [run_id, run_id], HISTORY_SCHEMA)
 
     run = runs.row(0, named=True)
+    until = run.get("catalog_fetched_at") or run["started_at"]
+    days, observed = storage.availability_days(con, source=run["source"], until=until)
     previous: pl.DataFrame
     prev_ids = changes.get_column("prev_run_id").drop_nulls().unique().to_list()
     if prev_ids:
@@ -251,6 +256,7 @@ def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
         history=history,
         previous_run=previous.row(0, named=True) if not previous.is_empty() else None,
         endpoints=endpoints,
+        availability=summarize(days, observed, until.date()),
     )
 
 
@@ -819,7 +825,16 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         "history": history,
         "trend": trend,
         "documents": [{"path": p, "title": t} for p, t in DOCUMENT_TITLES],
-        "charts": {"latency": LATENCY_CHART, "failures": FAILURES_CHART, "trend": TREND_CHART},
+        "charts": {
+            "latency": LATENCY_CHART,
+            "failures": FAILURES_CHART,
+            "trend": TREND_CHART,
+            "availability": AVAILABILITY_CHART,
+        },
+        "availability": as_context(data.availability),
+        "availability_points": [
+            charts.DayPoint(p.day, p.free) for p in (data.availability.per_day if data.availability else ())
+        ],
         "links": {
             "summary": EXECUTIVE_SUMMARY,
             "final": FINAL_REPORT,
@@ -878,7 +893,7 @@ def _chart_note(context: Mapping[str, Any]) -> str | None:
 
 
 def render_charts(context: Mapping[str, Any]) -> dict[str, str]:
-    """The three SVG charts of a context."""
+    """The SVG charts of a context."""
     note = _chart_note(context)
     bars = [
         charts.LatencyBar(
@@ -899,6 +914,7 @@ def render_charts(context: Mapping[str, Any]) -> dict[str, str]:
         ),
         FAILURES_CHART: charts.failures_svg(outcomes, passed=context["counts"]["passed"], note=note),
         TREND_CHART: charts.trend_svg(context["trend"], note=note),
+        AVAILABILITY_CHART: charts.availability_svg(context["availability_points"], note=note),
     }
 
 

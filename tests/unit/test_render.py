@@ -24,6 +24,7 @@ from markdown_it import MarkdownIt
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import (
+    AVAILABILITY_SCHEMA,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
     MODEL_RESULTS_SCHEMA,
@@ -33,6 +34,7 @@ from freemodels.records import (
 )
 from tasks.rank import assign_tiers, build_rotation
 from tasks.render import (
+    AVAILABILITY_CHART,
     CAPABILITY_MATRIX,
     EXECUTIVE_SUMMARY,
     FINAL_REPORT,
@@ -96,6 +98,7 @@ def test_every_document_is_rendered(documents: dict[str, str]) -> None:
         LATENCY_CHART,
         "charts/failures.svg",
         TREND_CHART,
+        AVAILABILITY_CHART,
         ROTATION_JSON,
         LITELLM_YAML,
     }
@@ -115,6 +118,7 @@ def test_every_document_is_rendered(documents: dict[str, str]) -> None:
         LATENCY_CHART,
         "charts/failures.svg",
         TREND_CHART,
+        AVAILABILITY_CHART,
         ROTATION_JSON,
         LITELLM_YAML,
     ],
@@ -531,6 +535,25 @@ def _store(
     frames["model_results"] = pl.concat(
         [data.model_results, data.model_results.with_columns(pl.lit(PREV_RUN_ID).alias("run_id"))]
     )
+    # Both runs' catalogs are their availability snapshots, as storing a run writes them.
+    frames["availability"] = pl.concat(
+        [
+            data.catalog.select(
+                pl.lit(run["run_id"]).alias("snapshot_id"),
+                pl.lit("run").alias("kind"),
+                pl.lit(run["source"]).alias("source"),
+                pl.lit(run["started_at"]).alias("at"),
+                "model_id",
+                pl.lit(True).alias("listed"),
+                (pl.col("is_free").fill_null(False) & ~pl.col("is_router").fill_null(False)).alias("free"),
+                pl.lit(None, pl.Int64()).alias("endpoints"),
+                pl.lit(None, pl.String()).alias("listing"),
+                "expiration_date",
+            )
+            for run in (data.run, data.previous_run)
+            if run is not None
+        ]
+    ).cast(pl.Schema(AVAILABILITY_SCHEMA))
     for table, frame in frames.items():
         con.register("frame", frame.to_arrow())
         if into_existing:
@@ -565,6 +588,12 @@ def test_load_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
         current = history.filter(pl.col("run_id") == RUN_ID).row(0, named=True)
         assert current == {**current, **COUNTS} and COUNTS["n_working"] == 7
         assert history.filter(pl.col("run_id") == OLD_RUN_ID)["n_catalog"].item() == 0
+        # Free models over time: the two runs' snapshots, up to this run.
+        assert loaded.availability is not None
+        assert [d.isoformat() for d in loaded.availability.observed] == sorted(
+            {data.previous_run["started_at"].date().isoformat(), STARTED.date().isoformat()}  # type: ignore[index]
+        )
+        assert sum(1 for m in loaded.availability.models if m.free_now) == COUNTS["n_free"]
         # The documents render from what was loaded.
         assert f"| Free models | {COUNTS['n_free']} |" in render_documents(loaded)[EXECUTIVE_SUMMARY]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from freemodels.availability import AVAILABILITY_DAYS_SCHEMA, Availability, summarize
 from freemodels.changes import CHANGE_KINDS
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.listings import NO_ENDPOINTS_EVIDENCE
@@ -556,6 +557,19 @@ def state_counts() -> dict[str, int]:
     return {k: row[k] for k in ("n_catalog", "n_free", "n_tested", "n_working")}
 
 
+def availability_from(state: dict[str, Any]) -> Availability:
+    """Free models over time for the fixed state: one snapshot per run of its history; the first free
+    model became free at the second run, the last one stopped being free at the last."""
+    observed = sorted({row["started_at"].date() for row in state["history"]})
+    free = sorted(r["model_id"] for r in state["catalog"] if r.get("is_free") and not r.get("is_router"))
+    rows = []
+    for i, model_id in enumerate(free):
+        days = observed[1:] if i == 0 else observed[:-1] if i == len(free) - 1 else observed
+        rows += [{"model_id": model_id, "day": day, "free": True} for day in days]
+    frame = pl.DataFrame(rows, schema=AVAILABILITY_DAYS_SCHEMA)
+    return summarize(frame, observed, observed[-1])
+
+
 def report_data_from(state: dict[str, Any]) -> ReportData:
     """Frames from the plain rows, tiers and rotation computed by the rank step."""
     catalog = pl.DataFrame(state["catalog"], schema=CATALOG_SCHEMA)
@@ -575,6 +589,7 @@ def report_data_from(state: dict[str, Any]) -> ReportData:
         history=pl.DataFrame(state["history"], schema=HISTORY_SCHEMA),
         previous_run=state["previous"],
         endpoints=pl.DataFrame(state["endpoints"], schema=ENDPOINTS_SCHEMA),
+        availability=availability_from(state),
     )
 
 
