@@ -357,3 +357,14 @@ def test_recorded_catalogs_stream_to_the_same_result(piece: int, monkeypatch: py
     monkeypatch.setattr(catalog._Reader, "PIECE", piece)
     for path in files:
         _assert_same(path.read_bytes())
+
+
+def test_watch_benchmark_prints_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bench_watch
+
+    assert bench_watch.main(["--quick", "--watches", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(rf"ratio chat_requests=0 sandbox_counted=0 target=0 {VERDICT}", lines[-2])
+    assert re.fullmatch(
+        rf"ratio watch_wall_s median=({NUMBER}) max=({NUMBER}) n=1 target<10 {VERDICT}", lines[-1]
+    )
