@@ -27,12 +27,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 # The automation as the README documents it (only the block id differs).
 AUTOMATION_YAML = """\
-name: discovery-model-lost
-description: A model of the previous rotation is gone, no longer free, or broken
+name: discovery-model-alerts
+description: A model of the rotation is lost, a free model expires soon, or a new free model is listed
 trigger:
   type: event
   posture: Reactive
-  expect: ["discovery.model.lost"]
+  expect: ["discovery.model.lost", "discovery.model.expiring", "discovery.model.added"]
   match:
     prefect.resource.id: "openrouter.model.*"
   threshold: 1
@@ -40,7 +40,7 @@ trigger:
 actions:
   - type: send-notification
     block_document_id: "{block_id}"
-    subject: "Free model lost: {{{{ event.resource['prefect.resource.name'] }}}}"
+    subject: "{{{{ event.event }}}}: {{{{ event.resource['prefect.resource.name'] }}}}"
     body: >-
       {{{{ event.payload.model_id }}}} is {{{{ event.payload.reason }}}}: {{{{ event.payload.detail }}}}
       (run {{{{ event.payload.run_id }}}}, source {{{{ event.payload.source }}}})
@@ -159,5 +159,5 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
         assert time.monotonic() < deadline, f"no notification naming {lost}; received: {receiver.bodies}"
         time.sleep(1)
     note = next(body for body in receiver.bodies if lost in json.dumps(body))
-    assert note["subject"] == f"Free model lost: {lost}"
+    assert note["subject"] == f"discovery.model.lost: {lost}"
     assert "is gone" in note["body"]
