@@ -332,9 +332,46 @@ def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | 
         chosen = run_id or storage.latest_run_id(con)
         if chosen is None:
             raise RunNotFoundError(f"no completed run in {settings.database}")
-        return render_and_write(con, chosen, settings.docs_dir, models_limit=settings.rotation_models_limit)
+        written = render_and_write(
+            con, chosen, settings.docs_dir, models_limit=settings.rotation_models_limit
+        )
+        repair = latest_repair(con, chosen)
     finally:
         con.close()
+    if repair is not None:  # the exports stay as the latest watch of this run repaired them
+        from tasks.repair import write_repair
+
+        write_repair(settings.docs_dir, **repair, models_limit=settings.rotation_models_limit)
+    return written
+
+
+def latest_repair(con: Any, run_id: str) -> dict[str, Any] | None:
+    """What the latest watch of ``run_id``'s source found lost in its rotation, when that watch
+    watched this run (the arguments of :func:`tasks.repair.write_repair`), else None."""
+    from datetime import datetime
+
+    import polars as pl
+
+    from freemodels import storage
+
+    run = storage.load_table(con, "runs", run_id)
+    if run.is_empty():
+        return None
+    watch = storage.latest_watch(con, source=run["source"][0])
+    if watch is None or watch["based_on_run_id"] != run_id:
+        return None
+    lost = storage.watch_changes(con, str(watch["watch_id"])).filter(pl.col("change") == "lost")
+    if lost.is_empty():
+        return None
+    return {
+        "rotation": storage.load_table(con, "rotation", run_id),
+        "lost": [
+            (m, r or "", d or "") for m, r, d in lost.select("model_id", "reason", "detail").iter_rows()
+        ],
+        "run": run.row(0, named=True),
+        "watch_id": str(watch["watch_id"]),
+        "on": at.date().isoformat() if isinstance(at := watch["at"], datetime) else str(at)[:10],
+    }
 
 
 RUN_COLUMNS = ("run_id", "started", "source", "status", "untested", "quota", "why")

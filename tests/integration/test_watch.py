@@ -263,3 +263,25 @@ def test_a_watch_without_a_run_records_the_catalog_and_repairs_nothing(tmp_path:
     assert "no completed run yet" in summary.describe()
     snapshot = table(tmp_path / "data" / "discovery.duckdb", "availability")
     assert snapshot.filter(pl.col("free")).height == len(MODELS)
+
+
+def test_rendering_the_run_again_keeps_the_latest_watchs_repair(tmp_path: Path) -> None:
+    from flows.runner import render_reports
+
+    base = write_scenario(tmp_path / "base.json", BASE)
+    run = run_plain(tmp_path / "data", tmp_path / "docs", source="sandbox", scenario=str(base))
+    primary = json.loads((tmp_path / "docs" / "rotation.json").read_text())["purposes"][GENERAL]["model"]
+    gone = write_scenario(
+        tmp_path / "gone.json", {**BASE, "catalog": {"remove": [*BASE["catalog"]["remove"], primary]}}
+    )
+    watched = watch(tmp_path, gone)
+    assert [m for m, *_ in watched.lost] == [primary]
+    repaired = documents(tmp_path / "docs")
+
+    render_reports(run_id=run.run_id, data_dir=str(tmp_path / "data"), docs_dir=str(tmp_path / "docs"))
+    again = documents(tmp_path / "docs")
+    before, after = json.loads(repaired["rotation.json"]), json.loads(again["rotation.json"])
+    assert after["chains"] == before["chains"] and after["repaired"] == before["repaired"]
+    assert primary not in after["chains"][GENERAL]  # a re-render writes the run's time as generated_at
+    assert again["litellm-router.yaml"] == repaired["litellm-router.yaml"]
+    assert "<!-- rotation-repair -->" in again["executive-summary.md"]
