@@ -382,7 +382,6 @@ async def observe(prepared: PreparedWatch, members: Sequence[str], *, watch_id: 
 def watch_row(
     *,
     watch_id: str,
-    source: Source | None,
     prepared: PreparedWatch,
     baseline: Baseline,
     observation: Observation,
@@ -503,7 +502,6 @@ async def execute_watch(
     base_url = observation.base_url
     row = watch_row(
         watch_id=watch_id,
-        source=None,
         prepared=prepared,
         baseline=baseline,
         observation=observation,
