@@ -1,4 +1,4 @@
-"""Step ``repair-rotation`` of the watch: the exports without the lost models, and a notice on top of
+"""The watch's repair of the rotation: the exports without the lost models, and a notice on top of
 the executive summary; the measured reports stay as they are.
 
 - :func:`repair_documents` is pure: the run's measured rotation, the models lost now and what the
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from freemodels import exports, storage
 from freemodels.exports import Repair
@@ -202,19 +200,3 @@ def write_repair(
         storage.write_text_atomic(docs_dir / name, text)
         written.append(docs_dir / name)
     return RepairOutcome(repair is not None, tuple(written))
-
-
-@task(name="repair-rotation", cache_policy=NO_CACHE)
-def repair_task(
-    docs_dir: Path,
-    *,
-    rotation: pl.DataFrame,
-    lost: Sequence[tuple[str, str, str]],
-    run: Mapping[str, Any],
-    watch_id: str,
-    on: str,
-    models_limit: int = OPENROUTER_MODELS_LIMIT,
-) -> RepairOutcome:
-    return write_repair(
-        docs_dir, rotation=rotation, lost=lost, run=run, watch_id=watch_id, on=on, models_limit=models_limit
-    )
