@@ -234,7 +234,7 @@ def read_baseline(database: Path, source: str) -> Baseline:
                 expiring=dict(expiring.select("model_id", "expiration_date").iter_rows()),
             )
         elif run_id is not None:
-            earlier = storage.latest_watch(con, source=source)
+            earlier = watch  # older than the run: its expiring models were reported already
             expiring_rows = (
                 storage.watch_changes(con, str(earlier["watch_id"])).filter(
                     pl.col("change") == Change.EXPIRING.value
