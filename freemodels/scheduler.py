@@ -261,6 +261,8 @@ async def run_plan(
     cost_guard: bool = True,
     reset_epoch_ms: bool = True,
     rng: random.Random | None = None,
+    models: Sequence[str] | None = None,
+    on_attempt: Callable[[ProbeSpec, AttemptOutcome], None] | None = None,
 ) -> PlanOutcome:
     """Send every probe of ``specs`` (lowest ``priority`` first) within the limiter's limits.
 
@@ -271,8 +273,10 @@ async def run_plan(
     only the attempts it has left (at least one). ``reset_epoch_ms`` says whether the source's
     ``X-RateLimit-Reset`` is OpenRouter's epoch milliseconds (see :mod:`freemodels.source`).
     ``on_result`` receives every attempt as it completes; an exception it raises stops
-    the plan. A bug inside one probe is logged and recorded as that probe's failure
-    (``error_code="internal_error"``) without stopping the others.
+    the plan. ``models`` sends OpenRouter's fallback array with every attempt (the drill of the
+    rotation); ``on_attempt`` receives every attempt's whole outcome with its spec (what the
+    result does not keep, such as the model that served). A bug inside one probe is logged and
+    recorded as that probe's failure (``error_code="internal_error"``) without stopping the others.
     """
     missing = sorted({spec.task for spec in specs} - set(tasks))
     if missing:
@@ -341,8 +345,11 @@ async def run_plan(
                     attempt=base + n,
                     cost_guard=cost_guard,
                     reset_epoch_ms=reset_epoch_ms,
+                    models=models,
                 )
             record(outcome.result)
+            if on_attempt is not None:
+                on_attempt(spec, outcome)
             envelope = outcome.envelope
             pools.learn(
                 spec.model_id,
@@ -403,6 +410,7 @@ async def _attempt_isolated(
     attempt: int,
     cost_guard: bool,
     reset_epoch_ms: bool = True,
+    models: Sequence[str] | None = None,
 ) -> AttemptOutcome:
     """One attempt; an unexpected exception (a bug) becomes a recorded failure of this probe only.
 
@@ -422,6 +430,7 @@ async def _attempt_isolated(
             attempt=attempt,
             cost_guard=cost_guard,
             reset_epoch_ms=reset_epoch_ms,
+            models=models,
         ),
         return_exceptions=True,
     )
