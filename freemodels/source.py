@@ -90,6 +90,9 @@ class SourceProfile:
     """The LiteLLM configuration names the server's base URL."""
     chosen_by_name: bool = True
     """``--source <kind>`` picks it (the base-URL source is picked by giving a URL instead)."""
+    openrouter_routing: bool = True
+    """It understands OpenRouter's ``models`` fallback array and serves ``openrouter/free`` (the drill
+    sends both only where it does)."""
 
     def litellm_model(self, model_id: str) -> str:
         """The model name LiteLLM routes for ``model_id`` on this source."""
@@ -160,6 +163,7 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         litellm_key_ref="os.environ/OPENAI_API_KEY",
         litellm_sets_api_base=True,
         chosen_by_name=False,
+        openrouter_routing=False,
     ),
 }
 
@@ -327,6 +331,11 @@ def resolve_identity(settings: Settings, *, kind: SourceKind) -> SourceIdentity:
     if kind is SourceKind.OPENROUTER:
         return SourceIdentity(kind=kind, base_url=settings.openrouter_base_url.rstrip("/"))
     return SourceIdentity(kind=kind, base_url=settings.source.rstrip("/"))
+
+
+def source_key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:
+    """The key requests to a source of ``profile`` carry (the sandbox's placeholder when none is set)."""
+    return _key(profile, settings, api_key_env)
 
 
 def _key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:

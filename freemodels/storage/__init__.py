@@ -39,6 +39,7 @@ from freemodels.storage.database import (
     parse_lock_conflict,
     put_run_row,
     runs_row,
+    store_drill,
     store_run,
 )
 from freemodels.storage.queries import (
@@ -109,6 +110,7 @@ __all__ = [
     "run_dir",
     "run_folders",
     "runs_row",
+    "store_drill",
     "store_run",
     "write_candidates",
     "write_run_info",

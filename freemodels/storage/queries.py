@@ -26,6 +26,7 @@ _ORDER_BY: dict[str, str] = {
     "model_results": "model_id",
     "rotation": "purpose, rank, model_id",
     "changes": "change, model_id",
+    "drill": "incident, client, arm, seq",
 }
 
 # One row per run, oldest first: the trend over time.

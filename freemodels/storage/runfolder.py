@@ -63,6 +63,7 @@ TABLE_FILES: dict[str, str] = {
     "model_results": "model_results.parquet",
     "rotation": "rotation.parquet",
     "changes": "changes.parquet",
+    "drill": "drill.parquet",
 }
 
 # Written by earlier versions: a completed run whose quota left models untested.

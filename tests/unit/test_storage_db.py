@@ -21,6 +21,7 @@ from freemodels import storage
 from freemodels.errors import DatabaseLockedError, StorageError
 from freemodels.records import (
     CATALOG_SCHEMA,
+    DRILL_SCHEMA,
     MODEL_RESULTS_SCHEMA,
     ROTATION_SCHEMA,
     TABLE_SCHEMAS,
@@ -151,7 +152,7 @@ def test_migrations_are_idempotent_with_one_version_row_each(db_path: Path) -> N
             assert storage.migrate(con) == []
     assert storage.migrations[-1][0] == storage.SCHEMA_VERSION
     versions = [v for v, _ in storage.migrations]
-    assert versions == sorted(set(versions)) == list(range(1, len(versions) + 1))
+    assert versions == sorted(set(versions)) and versions[0] == 1
 
 
 def test_a_failing_migration_rolls_back_and_names_its_version(
@@ -182,13 +183,26 @@ def test_a_version_1_database_gains_the_probe_and_result_columns_of_migration_2(
         )
     monkeypatch.undo()
     with storage.connect(db_path) as con:
-        assert storage.applied_versions(con) == [1, 2]
+        assert storage.applied_versions(con) == ALL_VERSIONS
         probe_columns = [name for name, *_ in con.execute("DESCRIBE probes").fetchall()]
         assert probe_columns[-4:] == ["answer_channel", "limit_source", "is_byok", "remedy_hint"]
         assert [name for name, *_ in con.execute("DESCRIBE model_results").fetchall()][-1] == "caveat"
         assert con.execute("SELECT model_id, answer_channel, is_byok FROM probes").fetchall() == [
             ("m", None, None)
         ]
+
+
+def test_a_read_only_open_needs_every_migration_not_only_the_newest(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skipped = ALL_VERSIONS[-2]
+    monkeypatch.setattr(store_db, "migrations", [m for m in store_db.migrations if m[0] != skipped])
+    storage.connect(db_path).close()
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match=f"missing: {skipped}"):
+        storage.connect(db_path, read_only=True)
+    storage.connect(db_path).close()  # a writing open applies it
+    storage.connect(db_path, read_only=True).close()
 
 
 def test_a_database_from_a_newer_program_is_refused(db_path: Path) -> None:
@@ -352,6 +366,40 @@ def test_other_errors_are_not_lock_conflicts(message: str) -> None:
 # --- storing runs ----------------------------------------------------------------------------------
 
 
+def drill_frame(run_id: str, outcomes: list[str]) -> pl.DataFrame:
+    rows = [
+        {
+            **dict.fromkeys(DRILL_SCHEMA),
+            "run_id": run_id,
+            "client": "models_array",
+            "arm": "rotation",
+            "incident": "steady",
+            "seq": seq,
+            "outcome": outcome,
+            "attempts": 1,
+        }
+        for seq, outcome in enumerate(outcomes, start=1)
+    ]
+    return pl.DataFrame(rows, schema=DRILL_SCHEMA)
+
+
+def test_a_drill_is_stored_with_its_run_or_on_its_own_replacing_the_earlier_one(
+    tmp_path: Path, con: Any
+) -> None:
+    folder = make_run(tmp_path / "runs", "r1")
+    storage.write_table(folder / "drill.parquet", drill_frame("r1", ["ok", "error"]))
+    storage.store_run(con, folder)
+    assert counts(con, "r1")["drill"] == 2
+    again = tmp_path / "again.parquet"
+    storage.write_table(again, drill_frame("r1", ["ok", "ok", "ok"]))
+    for _ in range(2):  # idempotent
+        storage.store_drill(con, "r1", again)
+    stored = storage.load_table(con, "drill", "r1")
+    assert stored.schema == pl.Schema(DRILL_SCHEMA)
+    assert stored.get_column("outcome").to_list() == ["ok", "ok", "ok"]
+    assert counts(con, "r1")["runs"] == 1  # nothing else of the run changed
+
+
 def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) -> None:
     folder = make_run(tmp_path / "runs", "r1", with_changes=True)
     storage.store_run(con, folder)
@@ -362,6 +410,7 @@ def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) 
         "model_results": 3,
         "rotation": 3,
         "changes": 1,
+        "drill": 0,  # no drill was asked for
     }
     runs = storage.list_runs(con)
     assert runs.schema == pl.Schema(storage.DB_SCHEMAS["runs"])
