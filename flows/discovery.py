@@ -56,7 +56,7 @@ from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpri
 from tasks.filter_free import families, filter_free_task
 from tasks.plan_probes import ProbePlan, plan_probes_task
 from tasks.rank import rank_task
-from tasks.render import RenderOutcome, render_task
+from tasks.render import RenderOutcome, ReportOptions, render_task
 from tasks.store import store_task
 from tasks.test_by_family import FamilyContext, test_by_family_task, test_family
 
@@ -199,7 +199,7 @@ class Drill(Protocol):
 
 class Render(Protocol):
     def __call__(
-        self, db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = ...
+        self, db_path: Path, docs_dir: Path, run_id: str, *, options: ReportOptions | None = ...
     ) -> RenderOutcome: ...
 
 
@@ -382,6 +382,7 @@ def _new_recorder(prepared: Prepared, source: Source, flow_run_id: str | None) -
             "samples_per_task": settings.samples_per_task,
             "min_samples_for_tier": settings.min_samples_for_tier,
             "probe_deadline_s": settings.probe_deadline_s,
+            "drill_minute_clears_s": settings.drill_minute_clears_s,
         },
         sort_keys=True,
     )
@@ -534,7 +535,7 @@ async def _conclude(
     publish = in_prefect and not recorder.done(RunStep.PUBLISHED)
     if not recorder.done(RunStep.RENDERED) or publish:
         rendered = steps.render(
-            settings.database, settings.docs_dir, run_id, models_limit=settings.rotation_models_limit
+            settings.database, settings.docs_dir, run_id, options=ReportOptions.of(settings)
         )
         documents = rendered.paths
         recorder.step_done(RunStep.RENDERED)

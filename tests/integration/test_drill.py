@@ -196,3 +196,31 @@ def test_the_drill_stays_inside_the_budget_and_says_when_litellm_is_missing(
     assert "not_sent" in frame.get_column("outcome").to_list()
     assert any("budget ran out" in note for note in result.notes)
     assert result.requests == 1
+
+
+def test_the_reports_show_the_drills_own_figures(drilled: dict[str, Any]) -> None:
+    """Every (incident, client, arm) line of the final report and every cell of the executive
+    summary's table carries the figures computed from the drill table read back from DuckDB."""
+    from freemodels.drill import ARM_LABELS, CLIENT_LABELS, INCIDENT_LABELS, summarise
+    from tasks.render import percent, seconds, tail
+
+    minimum = Settings().min_answers_for_tail
+    summary = summarise(drilled["drill"], tail_min_answers=minimum)
+    final = (drilled["docs"] / "final-report.md").read_text(encoding="utf-8")
+    executive = (drilled["docs"] / "executive-summary.md").read_text(encoding="utf-8")
+    assert summary.height == len(STAGED_INCIDENTS) * 2 * 3
+    for row in summary.iter_rows(named=True):
+        client, arm = DrillClient(row["client"]), DrillArm(row["arm"])
+        line = (
+            f"| {CLIENT_LABELS[client]} | {ARM_LABELS[arm]} | {percent(row['success_rate'])} "
+            f"({row['n_ok']}/{row['n']}) | {seconds(row['p50_ms'])} | "
+            f"{tail(row['p95_ms'], row['n_answered'], minimum)} | {row['attempts_per_request']:.1f} |"
+        )
+        section = final.split(f"### {INCIDENT_LABELS[Incident(row['incident'])]}\n", 1)[1].split("\n### ", 1)[
+            0
+        ]
+        assert line in section, (row, section)
+        cell = f"{percent(row['success_rate'])}" + (
+            f", {seconds(row['p50_ms'])}" if row["p50_ms"] is not None else ""
+        )
+        assert cell in executive
