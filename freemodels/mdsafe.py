@@ -115,7 +115,7 @@ def clip(text: str, max_len: int) -> str:
     space = head.rfind(" ")
     if space >= max_len // 2:
         head = head[:space]
-    return head.rstrip(" ,;:") + "…"
+    return head.rstrip(" ,;:.") + "…"
 
 
 def md_text(value: object) -> Markup:
