@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -224,3 +225,31 @@ def test_the_reports_show_the_drills_own_figures(drilled: dict[str, Any]) -> Non
             f", {seconds(row['p50_ms'])}" if row["p50_ms"] is not None else ""
         )
         assert cell in executive
+
+
+def test_discovery_drill_drills_a_stored_run_and_says_when_litellm_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tasks.drill as drill_step
+    from flows.cli import main
+
+    scenario = write_scenario(tmp_path / "scenario.json", SCENARIO)
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    summary = run_plain(data, docs, source="sandbox", scenario=str(scenario))
+    assert "_Not drilled in this run." in (docs / "executive-summary.md").read_text(encoding="utf-8")
+    monkeypatch.setattr(drill_step, "litellm_available", lambda: False)
+    monkeypatch.setenv("DISCOVERY_DRILL_MINUTE_CLEARS_S", "0.5")
+    monkeypatch.setenv("DISCOVERY_BACKOFF_BASE_S", "0.05")
+    capsys.readouterr()
+    code = main(
+        ["drill", "--requests", "2", "--budget", "200", "--data-dir", str(data), "--docs-dir", str(docs)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"drill of run {summary.run_id}: 2 requests per workload, 15 workloads" in out
+    assert "note: LiteLLM is not installed" in out and "(budget 200)" in out
+    rows = table(data / "discovery.duckdb", "drill", summary.run_id)
+    assert rows.height == 2 * 15 and set(rows.get_column("client").to_list()) == {"models_array"}
+    summary_doc = (docs / "executive-summary.md").read_text(encoding="utf-8")
+    assert "| The primary's upstream 429 storm | OpenRouter `models` array |" in summary_doc
+    assert "only OpenRouter's `models` array was drilled" in summary_doc
