@@ -46,6 +46,7 @@ from freemodels.drill_clients import (
     litellm_available,
     litellm_workload,
     models_array_workload,
+    router_config,
 )
 from freemodels.records import ROTATION_SCHEMA
 from freemodels.sandbox.scenario import Scenario
@@ -106,9 +107,7 @@ async def run_drill(
     """Drill ``purpose``'s rotation (see the module docstring)."""
     chain = rotation.filter(pl.col("purpose") == purpose).sort("rank").get_column("model_id").to_list()
     if not chain:
-        return DrillResult(
-            pl.DataFrame(schema=drill_frame([]).schema), ["No rotation to drill: no model worked."], 0, 0
-        )
+        return DrillResult(drill_frame([]), ["No rotation to drill: no model worked."], 0, 0)
     profile = target.profile
     notes: list[str] = []
     has_litellm = litellm_available()
@@ -126,8 +125,11 @@ async def run_drill(
         )
     if fitted == 0 or not cells:
         return DrillResult(drill_frame([]), notes, fitted, len(cells))
-    staging = staging or Staging(requests=fitted, minute_clears_in_s=settings.drill_minute_clears_s)
-    staging = Staging(requests=fitted, minute_clears_in_s=staging.minute_clears_in_s, burst=staging.burst)
+    staging = Staging(
+        requests=fitted,
+        minute_clears_in_s=staging.minute_clears_in_s if staging else settings.drill_minute_clears_s,
+        burst=staging.burst if staging else None,
+    )
     exported = _exports(rotation, run_id=run_id, target=target, settings=settings)
     limiter = RateLimiter(requests_per_minute, budget)
     rows: list[DrillRequest] = []
@@ -209,8 +211,6 @@ async def _run_cell(
                 cost_guard=profile.cost_guard,
                 reset_epoch_ms=profile.reset_header_epoch_ms,
             )
-    from freemodels.drill_clients import router_config
-
     if cell.arm is DrillArm.FREE_ROUTER:
         only = [{"model_name": FREE_ROUTER, "litellm_params": {"model": profile.litellm_model(FREE_ROUTER)}}]
         config = router_config(exported.litellm, api_base=base_url, api_key=key, only=only)

@@ -219,3 +219,25 @@ def test_the_router_config_points_every_deployment_at_the_source() -> None:
     assert [e["model_name"] for e in free["model_list"]] == ["openrouter/free"]
     assert free["router_settings"] == {"num_retries": 0}  # the same settings, no fallbacks
     assert config["model_list"][0]["litellm_params"]["api_key"] == "os.environ/X"  # not changed in place
+
+
+def test_a_run_without_a_rotation_has_nothing_to_drill() -> None:
+    from freemodels.records import ROTATION_SCHEMA
+    from freemodels.source import PROFILES
+    from freemodels.suite import build_suite
+    from tasks.drill import DrillTarget, run_drill
+
+    result = asyncio.run(
+        run_drill(
+            run_id="r",
+            rotation=pl.DataFrame(schema=ROTATION_SCHEMA),
+            target=DrillTarget(profile=PROFILES[SourceKind.OPENROUTER], base_url="http://127.0.0.1:9/api/v1"),
+            settings=Settings(),
+            tasks=build_suite(1),
+            requests=5,
+            budget=None,
+            requests_per_minute=20,
+        )
+    )
+    assert result.frame.is_empty() and result.frame.schema == pl.Schema(DRILL_SCHEMA)
+    assert result.notes == ["No rotation to drill: no model worked."]
