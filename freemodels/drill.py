@@ -113,6 +113,20 @@ INCIDENT_LABELS: dict[Incident, str] = {
 }
 """Project text for the reports (Markdown, shown as written)."""
 
+INCIDENT_SHORT: dict[Incident, str] = {
+    Incident.STEADY: "Steady",
+    Incident.UPSTREAM_429_STORM: "Upstream 429 storm",
+    Incident.FREE_VARIANT_ENDED: "Free variant ended",
+    Incident.ACCOUNT_MINUTE_LIMIT: "Account minute limit",
+    Incident.PROVIDER_5XX_BURST: "5xx burst",
+    Incident.LIVE: "Live",
+}
+CLIENT_SHORT: dict[DrillClient, str] = {
+    DrillClient.MODELS_ARRAY: "`models` array",
+    DrillClient.LITELLM: "LiteLLM",
+}
+"""Short labels for narrow tables (the Prefect artifact)."""
+
 STAGED_INCIDENTS: tuple[Incident, ...] = (
     Incident.STEADY,
     Incident.UPSTREAM_429_STORM,

@@ -40,7 +40,9 @@ from freemodels import charts, exports, storage
 from freemodels.drill import (
     ARM_LABELS,
     CLIENT_LABELS,
+    CLIENT_SHORT,
     INCIDENT_LABELS,
+    INCIDENT_SHORT,
     DrillArm,
     DrillClient,
     Incident,
@@ -646,7 +648,13 @@ def _drill(data: ReportData, options: ReportOptions, settings: Mapping[str, Any]
         compact = []
         for client in clients:
             arms = _arm_cells([r for r in rows if r["client"] == client.value])
-            compact.append({"client_label": Markup(CLIENT_LABELS[client]), "arms": arms})
+            compact.append(
+                {
+                    "client_label": Markup(CLIENT_LABELS[client]),
+                    "short": Markup(f"{INCIDENT_SHORT[incident]}, {CLIENT_SHORT[client]}"),
+                    "arms": arms,
+                }
+            )
         incidents.append(
             {
                 "value": incident.value,
@@ -708,6 +716,7 @@ def build_context(data: ReportData, options: ReportOptions | None = None) -> dic
     too_few = sorted((r for r in working if r["tier"] not in TIERS), key=lambda r: r["model_id"])
     rotation = _rotation(data, providers)
     general = next((c for c in rotation if GENERAL in c["purposes"]), None)
+    passed_over_general = general["passed_over"] if general else []
     failures, failed_total = _failures(finals, results)
     tasks = list(TASKS) + sorted(
         set(finals.get_column("task").unique().to_list()) - set(TASKS) if finals.height else set()
@@ -778,6 +787,8 @@ def build_context(data: ReportData, options: ReportOptions | None = None) -> dic
             key=lambda r: r["model_id"],
         ),
         "rotation": rotation,
+        "general_chain": general,
+        "passed_over_general": passed_over_general,
         "changes": _changes(data.changes),
         "failures": failures,
         "failures_seen": [f for f in failures if f["models"]],

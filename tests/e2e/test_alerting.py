@@ -144,7 +144,13 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
             f"no discovery.model.lost event for {lost} of {second.flow_run_id}"
         )
         time.sleep(1)
-    assert found[0]["resource"]["discovery.reason"] == "gone"
+    # Its :free id left the catalog: "gone", or "no_longer_free" while the paid slug stays listed.
+    from freemodels.sandbox.catalog import build_catalog
+    from freemodels.sandbox.scenario import Scenario
+
+    paid_listed = lost.removesuffix(":free") in build_catalog(Scenario().catalog).models
+    reason = "no_longer_free" if paid_listed else "gone"
+    assert found[0]["resource"]["discovery.reason"] == reason
     assert found[0]["payload"]["model_id"] == lost
     assert found[0]["payload"]["source"] == "sandbox"
 
@@ -154,4 +160,4 @@ def test_a_lost_model_emits_an_event_and_the_automation_notifies(
         time.sleep(1)
     note = next(body for body in receiver.bodies if lost in json.dumps(body))
     assert note["subject"] == f"Free model lost: {lost}"
-    assert "is gone" in note["body"]
+    assert f"is {reason}" in note["body"]

@@ -75,7 +75,7 @@ def test_deployment_run_completes_with_name_tags_and_artifacts(
     assert summary["data"].strip(), "the executive summary artifact is empty"
     # The artifact renders in Prefect's UI: no GitHub-only alert syntax; it shows the run's drill.
     assert "[!WARNING]" not in summary["data"] and "> **Warning:**" in summary["data"]
-    assert "## The rotation in use" in summary["data"] and "| Incident | Client |" in summary["data"]
+    assert "## The rotation in use" in summary["data"] and "| Incident, client |" in summary["data"]
 
 
 def test_run_is_in_duckdb_and_its_documents_in_docs(
@@ -94,7 +94,8 @@ def test_run_is_in_duckdb_and_its_documents_in_docs(
         assert (status, source) == ("completed", "sandbox")
         probes = con.execute("SELECT count(*) FROM probes WHERE run_id = ?", [run_id]).fetchone()
         results = con.execute("SELECT count(*) FROM model_results WHERE run_id = ?", [run_id]).fetchone()
-        drill = con.execute("SELECT count(DISTINCT incident) FROM drill WHERE run_id = ?", [run_id]).fetchone()
+        incidents = "SELECT count(DISTINCT incident) FROM drill WHERE run_id = ?"
+        drill = con.execute(incidents, [run_id]).fetchone()
     finally:
         con.close()
     assert probes is not None and probes[0] > 0
@@ -120,7 +121,8 @@ def test_up_again_says_already_up(stack: RunningStack) -> None:
 def test_status_reports_the_running_stack(stack: RunningStack) -> None:
     result = stack.discovery("status", "--stack-dir", str(stack.stack_dir))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "deployment discovery/monthly: status READY" in result.stdout
+    assert "deployment discovery/monthly: schedule active, next run " in result.stdout
+    assert "serve process last asked for runs" in result.stdout
     env_line = stack.discovery("status", "--env", "--stack-dir", str(stack.stack_dir))
     assert env_line.stdout.strip() == f"export PREFECT_API_URL={stack.api_url}"
 

@@ -788,7 +788,7 @@ def test_purposes_with_the_same_chain_are_shown_once_naming_them_all(documents: 
     assert "General: most reliable, then fastest; JSON output (passed the JSON task)" in headings
     assert "JSON output (passed the JSON task)" not in headings
     summary_rows = [line for line in documents[EXECUTIVE_SUMMARY].splitlines() if "JSON output" in line]
-    assert len(summary_rows) == 2  # the table row and the passed-over note, not a second row
+    assert len(summary_rows) == 1  # one table row for both purposes
 
 
 def test_evidence_names_the_task_shows_the_reply_and_is_headed_for_the_source() -> None:
