@@ -102,6 +102,9 @@ class SourceProfile:
     """``--source <kind>`` picks it (the base-URL source is picked by giving a URL instead)."""
     base_url_setting: str | None = None
     """The setting that holds its API root (None: the URL given as the source, or served locally)."""
+    openrouter_routing: bool = True
+    """It understands OpenRouter's ``models`` fallback array and serves ``openrouter/free`` (the drill
+    sends both only where it does)."""
 
     def litellm_model(self, model_id: str) -> str:
         """The model name LiteLLM routes for ``model_id`` on this source."""
@@ -179,6 +182,7 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         litellm_key_ref="os.environ/OPENAI_API_KEY",
         litellm_sets_api_base=True,
         chosen_by_name=False,
+        openrouter_routing=False,
     ),
 }
 
@@ -354,6 +358,11 @@ def resolve_identity(settings: Settings, *, kind: SourceKind) -> SourceIdentity:
     setting = PROFILES[kind].base_url_setting
     root = str(getattr(settings, setting)) if setting else settings.source
     return SourceIdentity(kind=kind, base_url=safe_url(root.rstrip("/")))
+
+
+def source_key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:
+    """The key requests to a source of ``profile`` carry (the sandbox's placeholder when none is set)."""
+    return _key(profile, settings, api_key_env)
 
 
 def _key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:
