@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flows.argtypes import non_negative_int, port
+from flows.argtypes import non_negative_int, port, positive_int
 from flows.parameters import WatchParameters, add_run_options
 from freemodels.errors import DiscoveryError, RunFailed, environment_error
 from freemodels.secrets import install_log_redaction, printable, redact
@@ -120,6 +120,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     for path in written:
         print(path)
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Drill a stored run's rotation through the clients people deploy, then render the reports."""
+    import asyncio
+
+    from flows.drill import describe, drill_command
+    from freemodels.settings import load_settings
+
+    data_dir = str(args.data_dir) if args.data_dir else None
+    docs_dir = str(args.docs_dir) if args.docs_dir else None
+    done, run_id, written = asyncio.run(
+        drill_command(
+            run_id=args.run_id,
+            requests=args.requests,
+            budget=args.budget,
+            data_dir=data_dir,
+            docs_dir=docs_dir,
+        )
+    )
+    settings = load_settings(data_dir=data_dir, docs_dir=docs_dir)
+    print(describe(done, run_id=run_id, tail_min_answers=settings.min_answers_for_tail))
+    if written:
+        print(f"  reports:  {Path(written[0]).parent}/ ({len(written)} files)")
     return 0
 
 
@@ -237,6 +262,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run-id", help="render this run instead of the latest")
     _add_paths(report)
     report.set_defaults(func=cmd_report)
+
+    drill = sub.add_parser(
+        "drill",
+        help="drill the rotation through OpenRouter's models array and LiteLLM's router",
+        description=(
+            "Send a small workload through the rotation of a stored run (the latest completed one, or "
+            "--run-id) exactly as it is exported: OpenRouter's `models` fallback array (rotation.json) "
+            "and litellm.Router loaded from litellm-router.yaml, each also with the primary alone and "
+            "with openrouter/free. On the sandbox it stages incidents (the primary's upstream 429 "
+            "storm, its free variant ending, the account's per-minute limit reached, a 5xx burst). "
+            "Every request is paced and counted against the budget; the results go to the `drill` "
+            "table and the reports are rendered again. LiteLLM comes from the optional dependency "
+            "group `litellm`; without it only the `models` array is drilled."
+        ),
+    )
+    drill.add_argument("--run-id", help="drill this run instead of the latest completed one")
+    drill.add_argument(
+        "--requests",
+        type=positive_int,
+        metavar="N",
+        help="requests per client, arm and incident (default: 10, or $DISCOVERY_DRILL_REQUESTS)",
+    )
+    drill.add_argument(
+        "--budget",
+        type=non_negative_int,
+        metavar="N",
+        help="most requests the drill may send (default: the remaining daily quota)",
+    )
+    _add_paths(drill)
+    drill.set_defaults(func=cmd_drill)
 
     runs = sub.add_parser(
         "runs",

@@ -4,8 +4,11 @@
 
     prepare ─► fetch-catalog ─► filter-free ─► read-free-signals ─► plan-probes
         ─► probe-round (one task run per round: screening, retries, deepening, ...)
-        ─► analyze-failures ─► rank ─► store (Parquet → DuckDB, with the changes) ─► render
-        ─► artifacts ─► alerts ─► docs commit
+        ─► analyze-failures ─► rank ─► store (Parquet → DuckDB, with the changes) ─► [drill]
+        ─► render ─► artifacts ─► alerts ─► docs commit
+
+The drill (parameter ``drill``, off by default) sends a small workload through the stored rotation's
+exports within what is left of the budget (see :mod:`flows.drill`).
 
 The flow only wires the steps. :func:`flows.prepare.prepare` resolves the parameters and checks the
 machine before anything is written; :mod:`freemodels.runs` records the run's lifecycle; every step
@@ -41,6 +44,7 @@ from flows.parameters import RunParameters, flow_signature
 from flows.prepare import Prepared, check_source_reachable, prepare
 from freemodels import storage
 from freemodels.client import KeyInfo
+from freemodels.drill import Staging
 from freemodels.errors import DiscoveryError
 from freemodels.progress import ProgressReporter, Snapshot, eta_s
 from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep
@@ -51,15 +55,16 @@ from freemodels.secrets import install_log_redaction, printable, untrusted
 from freemodels.settings import Settings
 from freemodels.source import PROFILES, Source, choose_kind, open_source, profile_of, source_notes
 from freemodels.storage import CheckpointWriter
-from freemodels.suite import SUITE_VERSION, TASKS, build_suite
+from freemodels.suite import SUITE_VERSION, TASKS, TaskInstance, build_suite
 from tasks.analyze_failures import analyze_failures_task
+from tasks.drill import DrillResult, DrillTarget, drill_task, run_drill
 from tasks.fetch_catalog import fetch_catalog_task, fetch_quota_task, mark_unpriced_as_free
 from tasks.filter_free import families, filter_free_task
 from tasks.free_signals import read_free_signals, read_free_signals_task
 from tasks.plan_probes import plan_rounds_task
 from tasks.probe_round import RoundContext, probe_round, probe_round_task, round_summary, run_rounds
 from tasks.rank import rank_task
-from tasks.render import RenderOutcome, render_task
+from tasks.render import RenderOutcome, ReportOptions, render_task
 from tasks.store import store_task
 
 
@@ -211,9 +216,26 @@ class Store(Protocol):
     ) -> pl.DataFrame: ...
 
 
+class Drill(Protocol):
+    def __call__(
+        self,
+        *,
+        run_id: str,
+        rotation: pl.DataFrame,
+        target: DrillTarget,
+        settings: Settings,
+        tasks: Sequence[TaskInstance],
+        requests: int,
+        budget: int | None,
+        requests_per_minute: int,
+        purpose: str = ...,
+        staging: Staging | None = ...,
+    ) -> Awaitable[DrillResult]: ...
+
+
 class Render(Protocol):
     def __call__(
-        self, db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = ...
+        self, db_path: Path, docs_dir: Path, run_id: str, *, options: ReportOptions | None = ...
     ) -> RenderOutcome: ...
 
 
@@ -231,6 +253,7 @@ class Steps:
     rank: Rank
     store: Store
     render: Render
+    drill: Drill = run_drill
     in_prefect: bool = False  # inside a flow run: tag it, publish artifacts, emit alert events
 
 
@@ -256,6 +279,7 @@ PREFECT_STEPS = Steps(
     rank=rank_task,
     store=store_task,
     render=render_task,
+    drill=drill_task,
     in_prefect=True,
 )
 
@@ -432,6 +456,7 @@ def _new_recorder(
             "min_samples_for_tier": settings.min_samples_for_tier,
             "max_attempts": settings.max_attempts,
             "probe_deadline_s": settings.probe_deadline_s,
+            "drill_minute_clears_s": settings.drill_minute_clears_s,
         },
         sort_keys=True,
     )
@@ -657,12 +682,15 @@ async def _conclude(
         steps.store(settings.database, folder, recorder.info, probes, results, rotation, catalog)
         recorder.step_done(RunStep.STORED)
     results = storage.read_table(folder / storage.TABLE_FILES["model_results"])
+    if prepared.params.drill and not recorder.done(RunStep.DRILLED):
+        await _drill(prepared, recorder, steps, logger)
+        recorder.step_done(RunStep.DRILLED)
 
     documents: list[Path] = []
     publish = in_prefect and not recorder.done(RunStep.PUBLISHED)
     if not recorder.done(RunStep.RENDERED) or publish:
         rendered = steps.render(
-            settings.database, settings.docs_dir, run_id, models_limit=settings.rotation_models_limit
+            settings.database, settings.docs_dir, run_id, options=ReportOptions.of(settings)
         )
         documents = rendered.paths
         recorder.step_done(RunStep.RENDERED)
@@ -687,6 +715,43 @@ async def _conclude(
         commit_docs(settings.docs_dir, run_date=recorder.info.started_at.date().isoformat())
         recorder.step_done(RunStep.COMMITTED)
     return _Conclusion(results=results, catalog=catalog, free=free, probes=probes, documents=documents)
+
+
+async def _drill(
+    prepared: Prepared,
+    recorder: RunRecorder,
+    steps: Steps,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """The drill step: what is left of the budget after the run's own attempts, then the drill."""
+    from flows.drill import drill_budget, drill_run
+
+    settings = prepared.settings
+    attempts = storage.read_probe_checkpoints(recorder.folder).height
+    budget = drill_budget(
+        budget=prepared.params.budget,
+        settings=settings,
+        info=recorder.info,
+        attempts_used=attempts,
+        kind=prepared.kind,
+    )
+    done = await drill_run(
+        settings=settings,
+        info=recorder.info,
+        api_key_env=prepared.params.api_key_env,
+        requests=settings.drill_requests,
+        budget=budget,
+        runner=steps.drill,
+    )
+    result = done.result
+    logger.info(
+        "Drill: %d workloads of %d requests, %d requests recorded",
+        result.cells,
+        result.requests,
+        result.frame.height,
+    )
+    for note in result.notes:
+        logger.warning("Drill: %s", note)
 
 
 def _summary(prepared: Prepared, recorder: RunRecorder, outcome: _Conclusion) -> RunSummary:

@@ -288,6 +288,28 @@ class RunParameters(ParameterRecord):
             deployment_default=True,
         ),
     )
+    drill: bool = _p(
+        False,
+        Meta(
+            "after ranking, drill the rotation: a small workload through OpenRouter's models array and "
+            "LiteLLM's router, beside the primary alone and openrouter/free (staged incidents on the "
+            "sandbox), inside the run's budget",
+            flag="--drill",
+            resume=True,
+            deployment_default=True,
+        ),
+    )
+    drill_requests: int | None = _p(
+        None,
+        Meta(
+            "requests per client, arm and incident in the drill (default: 10)",
+            flag="--drill-requests",
+            metavar="N",
+            arg_type=positive_int,
+            resume=True,
+            setting="drill_requests",
+        ),
+    )
     data_dir: str | None = _p(
         None,
         Meta(

@@ -322,7 +322,7 @@ def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | 
     """Render docs/ again from the database."""
     from freemodels import storage
     from freemodels.settings import load_settings
-    from tasks.render import render_and_write
+    from tasks.render import ReportOptions, render_and_write
 
     settings = load_settings(data_dir=data_dir, docs_dir=docs_dir)
     if not settings.database.exists():
@@ -332,9 +332,7 @@ def render_reports(*, run_id: str | None, data_dir: str | None, docs_dir: str | 
         chosen = run_id or storage.latest_run_id(con)
         if chosen is None:
             raise RunNotFoundError(f"no completed run in {settings.database}")
-        written = render_and_write(
-            con, chosen, settings.docs_dir, models_limit=settings.rotation_models_limit
-        )
+        written = render_and_write(con, chosen, settings.docs_dir, options=ReportOptions.of(settings))
         repair = latest_repair(con, chosen)
     finally:
         con.close()

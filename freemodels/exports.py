@@ -19,8 +19,9 @@
   model_list=config["model_list"])`` takes): one ``model_list`` entry per purpose (its ``model_name`` is
   the purpose, served by the primary) and one per model id in any chain (its ``model_name`` is the id),
   plus ``router_settings.fallbacks`` mapping each purpose to the rest of its whole chain in order (LiteLLM
-  sends one model per request, so OpenRouter's ``models`` limit does not apply). The API key is
-  referenced as ``os.environ/OPENROUTER_API_KEY``, never written.
+  sends one model per request, so OpenRouter's ``models`` limit does not apply), and the retry, wait and
+  cooldown settings of :data:`LITELLM_ROUTER_SETTINGS`. The API key is referenced as
+  ``os.environ/OPENROUTER_API_KEY``, never written.
 
 Both are pure functions of the rotation frame (:data:`~freemodels.records.ROTATION_SCHEMA`) and the run's
 metadata, and produce the same text for the same input. A rotation the daily watch repaired (its lost
@@ -30,6 +31,7 @@ models removed, see :mod:`freemodels.watch`) carries a :class:`Repair`: ``rotati
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +43,50 @@ import yaml
 
 from freemodels.settings import OPENROUTER_MODELS_LIMIT
 from freemodels.source import PROFILES, SourceKind, profile_of
+
+LITELLM_ROUTER_SETTINGS: dict[str, Any] = {
+    "num_retries": 0,
+    "retry_after": 8,
+    "retry_policy": {
+        "RateLimitErrorRetries": 2,
+        "TimeoutErrorRetries": 0,
+        "InternalServerErrorRetries": 0,
+        "ServiceUnavailableErrorRetries": 0,
+        "NotFoundErrorRetries": 0,
+        "BadRequestErrorRetries": 0,
+        "AuthenticationErrorRetries": 0,
+        "ContentPolicyViolationErrorRetries": 0,
+    },
+    "allowed_fails_policy": {
+        "RateLimitErrorAllowedFails": 2,
+        "NotFoundErrorAllowedFails": 0,
+        "InternalServerErrorAllowedFails": 0,
+        "ServiceUnavailableErrorAllowedFails": 0,
+        "BadGatewayErrorAllowedFails": 0,
+        "TimeoutErrorAllowedFails": 0,
+    },
+    "cooldown_time": 60,
+}
+"""The retry, wait and cooldown settings of the LiteLLM export (``router_settings`` beside the
+fallbacks), as LiteLLM's ``Router`` names them (``retry_policy`` and ``allowed_fails_policy`` per
+exception type, ``retry_after`` in seconds, ``cooldown_time`` in seconds). Why these values:
+
+- LiteLLM raises the same ``RateLimitError`` for the account's own 429 (``free-models-per-min``,
+  shared by every free model: falling back cannot help) and for a model's upstream 429 (another model
+  can help), and OpenRouter's account 429 carries no ``Retry-After`` (only ``X-RateLimit-Reset``,
+  which LiteLLM does not read). So every 429 first waits: two retries of the same model, each at
+  least ``retry_after`` seconds later (LiteLLM caps a wait at 8 s), about 17 s in all; an account
+  window that clears by then is waited out without walking the chain, each step of which would
+  spend a request of the daily quota;
+- a model that answered 429 three times within a minute (``RateLimitErrorAllowedFails``) is set aside
+  for ``cooldown_time`` seconds: an upstream storm costs one slow request, later requests go straight
+  to the next model;
+- 404 (free variant ended, no endpoints), 5xx and timeouts fall back at once (no retry), and the model
+  is set aside for a minute;
+- ``num_retries`` 0: nothing else is retried (authentication, bad requests: no retry can help).
+
+The drill (``discovery drill``) measures these settings against LiteLLM's defaults' behaviour under
+each incident; the reports show the figures."""
 
 SANDBOX_NOTE = (
     "Sandbox data: these chains were computed from the project's simulated OpenRouter, not from real "
@@ -202,7 +248,7 @@ def litellm_config(
     ]
     return {
         "model_list": model_list,
-        "router_settings": {"fallbacks": fallbacks},
+        "router_settings": {"fallbacks": fallbacks, **copy.deepcopy(LITELLM_ROUTER_SETTINGS)},
     }
 
 
@@ -223,6 +269,10 @@ def litellm_router_yaml(
         "# back along router_settings.fallbacks through the whole chain, in order. Load with",
         "# `litellm --config litellm-router.yaml` or",
         "# litellm.Router(model_list=cfg['model_list'], **cfg['router_settings']).",
+        "# A 429 waits first: 2 retries of the same model, each at least retry_after (8 s) later, since",
+        "# the account's own 429 (every free model shares it) looks to LiteLLM like a model's upstream",
+        "# 429 and carries no Retry-After. A model that answered 429 three times in a minute, or any",
+        "# 404, 5xx or timeout, is set aside for cooldown_time (60 s) and the request falls back at once.",
     ]
     if _simulated(source):
         header.append(f"# WARNING: {SANDBOX_NOTE}")

@@ -29,7 +29,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -90,11 +90,18 @@ _EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def build_request_body(
-    spec: ProbeSpec, task: TaskInstance, settings: Settings, *, cost_guard: bool
+    spec: ProbeSpec,
+    task: TaskInstance,
+    settings: Settings,
+    *,
+    cost_guard: bool,
+    models: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """The JSON body of one probe.
 
-    No ``response_format`` (the prompt asks for JSON where needed, which every model can follow),
+    ``models`` adds OpenRouter's fallback array (the models tried in order when one errors; the
+    response's ``model`` names the one that served). No ``response_format`` (the prompt asks for
+    JSON where needed, which every model can follow),
     no cache header or cache option. ``stream_options.include_usage`` makes vLLM and llama.cpp
     report usage; OpenRouter ignores it. ``cost_guard`` adds ``provider.max_price`` zero so that
     OpenRouter never routes a free probe to a paid endpoint.
@@ -107,6 +114,8 @@ def build_request_body(
         "max_tokens": settings.max_tokens,
         "temperature": 0,
     }
+    if models:
+        body["models"] = list(models)
     if cost_guard:
         body["provider"] = {"max_price": {"prompt": 0, "completion": 0, "request": 0}}
     return body
@@ -126,6 +135,7 @@ class StreamState:
     finish_reason: str | None = None
     generation_id: str | None = None
     provider: str | None = None
+    model: str | None = None  # the model the response names (with ``models``: the one that served)
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None
     cost: float | None = None
@@ -156,6 +166,8 @@ class StreamState:
             self.generation_id = str(chunk["id"])[:RAW_TEXT_CHARS]
         if isinstance(chunk.get("provider"), str) and chunk["provider"]:
             self.provider = str(chunk["provider"])[:RAW_TEXT_CHARS]
+        if self.model is None and isinstance(chunk.get("model"), str) and chunk["model"]:
+            self.model = str(chunk["model"])[:RAW_TEXT_CHARS]
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
             self._take_usage(usage)
@@ -410,6 +422,7 @@ class AttemptOutcome:
     envelope: ErrorEnvelope | None
     retryable: bool  # the failure class allows a retry and availability.retryable is not false
     limit_scope: RateLimitScope | None  # "minute" / "day" for the account's own rate limit
+    served_model: str | None = None  # the response's ``model`` (redacted), when it named one
 
 
 async def probe_attempt(
@@ -424,9 +437,13 @@ async def probe_attempt(
     reset_epoch_ms: bool = True,
     clock_ns: Callable[[], int] = time.perf_counter_ns,
     wall_s: Callable[[], float] = time.time,
+    models: Sequence[str] | None = None,
 ) -> AttemptOutcome:
-    """Send one probe and classify what came back. Never raises for anything a server sends."""
-    body = build_request_body(spec, task, settings, cost_guard=cost_guard)
+    """Send one probe and classify what came back. Never raises for anything a server sends.
+
+    ``models`` sends OpenRouter's fallback array with it (see :func:`build_request_body`).
+    """
+    body = build_request_body(spec, task, settings, cost_guard=cost_guard, models=models)
     started_at = datetime.now(UTC)
     status: int | None = None
     headers: httpx.Headers | None = None
@@ -537,6 +554,7 @@ async def probe_attempt(
         envelope=state.envelope,
         retryable=failure is not None and is_retryable(failure, state.envelope),
         limit_scope=rate_limit_scope(state.envelope) if failure is Failure.RATE_LIMIT_ACCOUNT else None,
+        served_model=_clean(state.model, 200, state.secret),
     )
 
 

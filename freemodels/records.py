@@ -47,6 +47,7 @@ class RunStep(StrEnum):
     STORED = "stored"  # Parquet files loaded into DuckDB
     RENDERED = "rendered"  # docs/ written
     PUBLISHED = "published"  # Prefect artifacts created
+    DRILLED = "drilled"  # the rotation drilled through the clients (when asked), rows stored
     ALERTED = "alerted"  # lost-model events emitted
     COMMITTED = "committed"  # docs/ committed with git (when asked)
 
@@ -289,6 +290,25 @@ ENDPOINTS_SCHEMA: dict[str, pl.DataType] = {
 }
 """A free model's provider endpoints as the source reports them (no chat quota spent): one row per
 endpoint; a model whose listing has none (or could not be read) has one row with ``provider`` null."""
+DRILL_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "client": pl.String(),  # DrillClient value: models_array | litellm
+    "arm": pl.String(),  # DrillArm value: rotation | primary | free_router
+    "incident": pl.String(),  # Incident value: steady | upstream_429_storm | ...
+    "purpose": pl.String(),  # the rotation purpose drilled (general)
+    "seq": pl.Int64(),  # the request's number in its (client, arm, incident) workload, from 1
+    "started_at": pl.Datetime("us", "UTC"),
+    "outcome": pl.String(),  # DrillOutcome value: ok | wrong_answer | error | not_sent
+    "failure": pl.String(),  # Failure value of the last failed attempt (None when answered at once)
+    "http_status": pl.Int64(),  # of the last attempt
+    "answered_by": pl.String(),  # the model that answered (the response's `model`)
+    "latency_ms": pl.Float64(),  # first attempt sent -> the answer complete, waits and retries included
+    "attempts": pl.Int64(),  # HTTP requests the client sent for it (retries and LiteLLM's fallbacks)
+    "message": pl.String(),  # why it failed (redacted), or None
+}
+"""One request of the drill (``discovery drill``, or the run's ``drill`` step): the rotation as the
+exports deploy it, through OpenRouter's ``models`` array and through LiteLLM's router, beside the
+primary alone and ``openrouter/free``, under staged incidents on the sandbox."""
 
 WATCHES_SCHEMA: dict[str, pl.DataType] = {
     "watch_id": pl.String(),
@@ -369,6 +389,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "rotation": ROTATION_SCHEMA,
     "changes": CHANGES_SCHEMA,
     "endpoints": ENDPOINTS_SCHEMA,
+    "drill": DRILL_SCHEMA,
 }
 
 

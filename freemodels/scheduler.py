@@ -293,6 +293,8 @@ async def run_plan(
     rng: random.Random | None = None,
     retry_transient: bool = True,
     not_before: Mapping[ProbeKey, float] | None = None,
+    models: Sequence[str] | None = None,
+    on_attempt: Callable[[ProbeSpec, AttemptOutcome], None] | None = None,
 ) -> PlanOutcome:
     """Send every probe of ``specs`` (lowest ``priority`` first) within the limiter's limits.
 
@@ -307,7 +309,9 @@ async def run_plan(
     (``error_code="internal_error"``) without stopping the others. ``retry_transient=False`` leaves
     the retries a failure allows for a later call (:attr:`PlanOutcome.deferred`); ``not_before``
     maps probes to the earliest clock time (:meth:`RateLimiter.now`) their first attempt here may
-    start (see the module docstring).
+    start (see the module docstring). ``models`` sends OpenRouter's fallback array with every
+    attempt (the drill of the rotation); ``on_attempt`` receives every attempt's whole outcome with
+    its spec (what the result does not keep, such as the model that served).
     """
     missing = sorted({spec.task for spec in specs} - set(tasks))
     if missing:
@@ -380,8 +384,11 @@ async def run_plan(
                     attempt=base + n,
                     cost_guard=cost_guard,
                     reset_epoch_ms=reset_epoch_ms,
+                    models=models,
                 )
             record(outcome.result)
+            if on_attempt is not None:
+                on_attempt(spec, outcome)
             envelope = outcome.envelope
             pools.learn(
                 spec.model_id,
@@ -445,6 +452,7 @@ async def _attempt_isolated(
     attempt: int,
     cost_guard: bool,
     reset_epoch_ms: bool = True,
+    models: Sequence[str] | None = None,
 ) -> AttemptOutcome:
     """One attempt; an unexpected exception (a bug) becomes a recorded failure of this probe only.
 
@@ -464,6 +472,7 @@ async def _attempt_isolated(
             attempt=attempt,
             cost_guard=cost_guard,
             reset_epoch_ms=reset_epoch_ms,
+            models=models,
         ),
         return_exceptions=True,
     )

@@ -177,6 +177,38 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- the reports -----------------------------------------------------------------------------
+    min_answers_for_tail: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description=(
+            "Fewest answers before the reports show a P90 (models) or a P95 (the drill); with fewer, "
+            "they show — and the number of answers, since a tail percentile of a handful of answers "
+            "is only their slowest one."
+        ),
+    )
+
+    # --- the drill -------------------------------------------------------------------------------
+    drill_requests: int = Field(
+        10,
+        ge=1,
+        le=500,
+        description=(
+            "Requests the drill sends per client (OpenRouter's models array, LiteLLM), arm (rotation, "
+            "primary alone, openrouter/free) and incident; within the run's budget."
+        ),
+    )
+    drill_minute_clears_s: float = Field(
+        20.0,
+        ge=0,
+        le=60,
+        description=(
+            "Sandbox drill, incident 'account per-minute limit reached': seconds until the full "
+            "minute window clears."
+        ),
+    )
+
     # --- the environment ---------------------------------------------------------------------
     min_free_disk_mb: int = Field(
         64,

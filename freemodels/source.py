@@ -100,6 +100,11 @@ class SourceProfile:
     """The LiteLLM configuration names the server's base URL."""
     chosen_by_name: bool = True
     """``--source <kind>`` picks it (the base-URL source is picked by giving a URL instead)."""
+    base_url_setting: str | None = None
+    """The setting that holds its API root (None: the URL given as the source, or served locally)."""
+    openrouter_routing: bool = True
+    """It understands OpenRouter's ``models`` fallback array and serves ``openrouter/free`` (the drill
+    sends both only where it does)."""
 
     def litellm_model(self, model_id: str) -> str:
         """The model name LiteLLM routes for ``model_id`` on this source."""
@@ -131,6 +136,7 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         litellm_prefix="openrouter/",
         litellm_key_ref="os.environ/OPENROUTER_API_KEY",
         litellm_sets_api_base=False,
+        base_url_setting="openrouter_base_url",
     ),
     SourceKind.SANDBOX: SourceProfile(
         kind=SourceKind.SANDBOX,
@@ -176,6 +182,7 @@ PROFILES: dict[SourceKind, SourceProfile] = {
         litellm_key_ref="os.environ/OPENAI_API_KEY",
         litellm_sets_api_base=True,
         chosen_by_name=False,
+        openrouter_routing=False,
     ),
 }
 
@@ -195,7 +202,7 @@ def choose_kind(source: str, *, key_present: bool) -> SourceKind:
     """The kind a ``source`` setting (``auto``, ``sandbox``, ``openrouter`` or a base URL) means."""
     if source == "auto":
         return SourceKind.OPENROUTER if key_present else SourceKind.SANDBOX
-    if source in (SourceKind.SANDBOX, SourceKind.OPENROUTER):
+    if source in NAMED_SOURCES:
         return SourceKind(source)
     return SourceKind.BASE_URL
 
@@ -351,9 +358,14 @@ def resolve_identity(settings: Settings, *, kind: SourceKind) -> SourceIdentity:
             scenario_digest=file_digest(Path(scenario)) if scenario else None,
             seed=settings.sandbox_seed,
         )
-    if kind is SourceKind.OPENROUTER:
-        return SourceIdentity(kind=kind, base_url=safe_url(settings.openrouter_base_url.rstrip("/")))
-    return SourceIdentity(kind=kind, base_url=safe_url(settings.source.rstrip("/")))
+    setting = PROFILES[kind].base_url_setting
+    root = str(getattr(settings, setting)) if setting else settings.source
+    return SourceIdentity(kind=kind, base_url=safe_url(root.rstrip("/")))
+
+
+def source_key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:
+    """The key requests to a source of ``profile`` carry (the sandbox's placeholder when none is set)."""
+    return _key(profile, settings, api_key_env)
 
 
 def _key(profile: SourceProfile, settings: Settings, api_key_env: str | None) -> SecretStr | None:

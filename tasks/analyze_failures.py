@@ -18,14 +18,17 @@ Rules:
   text and count like any other (the model can be ``working``), but a client that reads ``content``
   gets nothing from them.
 * Root cause: the most frequent failure class among the final attempts (ties: the order of
-  :class:`~freemodels.failures.Failure`); the remedy comes from the taxonomy; the evidence is the HTTP
-  status and message of one probe of that class. For an ended free variant the suggestion is the
+  :class:`~freemodels.failures.Failure`); the remedy comes from the taxonomy; the evidence
+  (:func:`evidence_of`) is the HTTP status and message of one probe of that class, and for a wrong
+  answer, an empty reply or reasoning that used up ``max_tokens`` the task it failed and what the
+  reply held. For an ended free variant the suggestion is the
   paid slug its message names; for a candidate the catalog does not list, the closest catalog ids.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 from prefect import task
@@ -34,9 +37,19 @@ from freemodels.candidates import CandidateOutcome, classify_unlisted
 from freemodels.classify import suggested_model_in
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.listings import Settlement, settlements
+from freemodels.mdsafe import clip
 from freemodels.records import ANSWER_IN_REASONING, MODEL_RESULTS_SCHEMA, Verdict
 
 PROBE_KEY = ["model_id", "task", "sample"]
+_EVIDENCE_COLUMNS = (
+    "task",
+    "http_status",
+    "message",
+    "error_code",
+    "reply_excerpt",
+    "finish_reason",
+    "reasoning_tokens",
+)
 _FAILURE_ORDER = {f.value: i for i, f in enumerate(Failure)}
 
 
@@ -47,14 +60,46 @@ def final_attempts(probes: pl.DataFrame) -> pl.DataFrame:
     return probes.sort([*PROBE_KEY, "attempt"]).unique(subset=PROBE_KEY, keep="last", maintain_order=True)
 
 
-def _evidence(status: int | None, message: str | None, code: str | None) -> str:
-    parts = [f"HTTP {status}" if status is not None else "no HTTP status"]
-    if code:
-        parts.append(code)
-    text = " · ".join(parts)
-    if message:
-        text += f": {message[:300]}"
-    return text
+ANSWER_FAILURES = frozenset({Failure.WRONG_ANSWER, Failure.EMPTY_REPLY, Failure.REASONING_EXHAUSTED})
+"""Failures of an answer that came back (HTTP 200): the evidence is the task and the reply."""
+EXCERPT_CHARS = 120
+REASONING_ONLY = "[reasoning only] "  # how the probe marks an excerpt taken from the reasoning channel
+
+
+def evidence_of(row: Mapping[str, Any]) -> str:
+    """What one failed attempt (a row of the probes table) shows, in one line of plain text.
+
+    Errors: the HTTP status, the error code and the server's message. A wrong answer, an empty reply
+    or reasoning that used up ``max_tokens``: the task, the status, and what the reply held (an
+    excerpt, cut at a word boundary, as the probe stored it: redacted).
+    """
+    status = row.get("http_status")
+    head = f"HTTP {status}" if status is not None else "no HTTP status"
+    failure = row.get("failure")
+    if failure in ANSWER_FAILURES:
+        return f"task {row.get('task')} · {head}: {_answer_evidence(Failure(failure), row)}"
+    code, message = row.get("error_code"), row.get("message")
+    text = f"{head} · {code}" if code else head
+    return f"{text}: {clip(str(message), 300)}" if message else text
+
+
+def _answer_evidence(failure: Failure, row: Mapping[str, Any]) -> str:
+    excerpt = str(row.get("reply_excerpt") or "").strip()
+    reasoning = excerpt.startswith(REASONING_ONLY)
+    shown = clip(excerpt.removeprefix(REASONING_ONLY).strip(), EXCERPT_CHARS)
+    finish = row.get("finish_reason")
+    if failure is Failure.WRONG_ANSWER:
+        where = "replied in its reasoning" if reasoning else "replied"
+        return f"{where} “{shown}”" if shown else "replied with text the grader rejected"
+    if failure is Failure.REASONING_EXHAUSTED:
+        tokens = row.get("reasoning_tokens")
+        spent = f", {tokens} reasoning tokens" if tokens else ""
+        began = f"; the reasoning began “{shown}”" if shown else ""
+        reason = f"finish_reason {finish or '—'}{spent}"
+        return f"the reasoning used up max_tokens before any answer ({reason}){began}"
+    if shown:
+        return f"no answer in content (finish_reason {finish or '—'}); reasoning only: “{shown}”"
+    return f"no text at all (finish_reason {finish or '—'})"
 
 
 def _suggestion(failure: str, message: str | None) -> str | None:
@@ -111,12 +156,11 @@ def analyze(
         causes: dict[str, tuple[str, str, str | None]] = {}
         if not failures.is_empty():
             counted = (
-                failures.group_by("model_id", "failure")
+                failures.sort(PROBE_KEY)
+                .group_by("model_id", "failure", maintain_order=True)
                 .agg(
                     pl.len().alias("count"),
-                    pl.col("http_status").first(),
-                    pl.col("message").first(),
-                    pl.col("error_code").first(),
+                    *(pl.col(c).first() for c in _EVIDENCE_COLUMNS),
                 )
                 .with_columns(
                     pl.col("failure").replace_strict(_FAILURE_ORDER, return_dtype=pl.Int64).alias("order")
@@ -124,10 +168,9 @@ def analyze(
                 .sort(["model_id", "count", "order"], descending=[False, True, False])
                 .unique(subset="model_id", keep="first")
             )
-            for model_id, failure, status, message, code in counted.select(
-                "model_id", "failure", "http_status", "message", "error_code"
-            ).iter_rows():
-                causes[model_id] = (failure, _evidence(status, message, code), _suggestion(failure, message))
+            for row in counted.iter_rows(named=True):
+                failure, message = row["failure"], row["message"]
+                causes[row["model_id"]] = (failure, evidence_of(row), _suggestion(failure, message))
 
         for rec in stats.iter_rows(named=True):
             model_id = rec["model_id"]

@@ -222,6 +222,72 @@ def candidates_from(
     return found
 
 
+def purpose_pools(pool: Sequence[Candidate]) -> list[tuple[str, list[Candidate]]]:
+    """Each purpose with the candidates its chain is picked from (see the module docstring)."""
+    return [
+        (GENERAL, list(pool)),
+        (JSON, [c for c in pool if c.json_capable]),
+        (LONG_CONTEXT, [c for c in pool if (c.context_length or 0) >= LONG_CONTEXT_MIN_TOKENS]),
+        *((tier_purpose(t), [c for c in pool if c.tier == t]) for t in TIERS),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    """A candidate ranked ahead of the model a chain placed at ``rank``, passed over for diversity."""
+
+    model_id: str  # the candidate passed over
+    p50_total_ms: float | None
+    success_rate: float
+    rank: int  # the position it was passed over at
+    placed: str  # the model placed there instead
+    reason: str  # "family" | "provider"
+    shared: str  # the family or provider already in the chain
+    shared_with: str  # the chain model that has it
+
+
+def passed_over(chain: Sequence[str], pool: Sequence[Candidate]) -> list[PassedOver]:
+    """Why each candidate ranked ahead of a chain's pick (quality order, see the module docstring)
+    was not picked there: its family, else its provider, was already in the chain. Each candidate is
+    reported once, at the first position it was passed over at; the primary passes over nobody."""
+    by_id = {c.model_id: c for c in pool}
+    order = sorted(pool, key=lambda c: (not c.answers_in_content, c.quality_key()))
+    reported: set[str] = set()
+    found: list[PassedOver] = []
+    for rank, model_id in enumerate(chain, start=1):
+        if rank == 1 or model_id not in by_id:
+            continue
+        before = [by_id[m] for m in chain[: rank - 1] if m in by_id]
+        families = {c.family: c.model_id for c in reversed(before)}
+        providers = {c.provider: c.model_id for c in reversed(before) if c.provider}
+        for candidate in order:
+            if candidate.model_id == model_id:
+                break
+            if candidate.model_id in chain[: rank - 1] or candidate.model_id in reported:
+                continue
+            if candidate.family in families:
+                reason, shared, shared_with = "family", candidate.family, families[candidate.family]
+            elif candidate.provider in providers:
+                assert candidate.provider is not None
+                reason, shared, shared_with = "provider", candidate.provider, providers[candidate.provider]
+            else:
+                continue
+            reported.add(candidate.model_id)
+            found.append(
+                PassedOver(
+                    model_id=candidate.model_id,
+                    p50_total_ms=candidate.p50_total_ms,
+                    success_rate=candidate.success_rate,
+                    rank=rank,
+                    placed=model_id,
+                    reason=reason,
+                    shared=shared,
+                    shared_with=shared_with,
+                )
+            )
+    return found
+
+
 def build_rotation(
     model_results: pl.DataFrame,
     catalog: pl.DataFrame,
@@ -239,17 +305,8 @@ def build_rotation(
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, not {max_length}")
     pool = candidates_from(model_results, catalog, providers)
-    chains: list[tuple[str, Sequence[Candidate]]] = [
-        (GENERAL, pool),
-        (JSON, [c for c in pool if c.json_capable]),
-        (
-            LONG_CONTEXT,
-            [c for c in pool if (c.context_length or 0) >= LONG_CONTEXT_MIN_TOKENS],
-        ),
-        *((tier_purpose(t), [c for c in pool if c.tier == t]) for t in TIERS),
-    ]
     rows: list[dict[str, object]] = []
-    for purpose, members in chains:
+    for purpose, members in purpose_pools(pool):
         for rank, c in enumerate(diverse_chain(members, max_length=max_length), start=1):
             rows.append(
                 {

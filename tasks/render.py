@@ -2,17 +2,20 @@
 
 Three layers, kept apart:
 
-- :func:`load_report_data` reads one run (and the per-run counts of every earlier run) from DuckDB into
-  a frozen :class:`ReportData`;
-- :func:`build_context` and :func:`render_documents` are pure: ``ReportData`` in, ``{relative path:
-  text}`` out, the same text for the same data (charts included);
-- :func:`write_documents` writes them atomically under ``docs/`` and keeps a copy of the month's
-  documents under ``docs/history/<YYYY-MM>/`` so earlier months stay readable.
+- reading: :func:`freemodels.storage.report_data` reads one run (and the history up to it) through the
+  one read path (:mod:`freemodels.storage.queries`: one definition of free, tested, previous run);
+- formatting, pure: :func:`build_context` turns a :class:`~freemodels.storage.ReportData` into the
+  values the templates show, once per render; :func:`render_all` renders every document, the
+  executive summary for the Prefect artifact and the tiers table from that one context, the same
+  text for the same data (charts included);
+- writing: :func:`write_documents` writes them atomically under ``docs/`` and keeps a copy of the
+  month's documents under ``docs/history/<YYYY-MM>/`` so earlier months stay readable.
 
 Templates live in ``reports/templates/*.md.j2`` and render with ``StrictUndefined``. Markdown has no
 autoescaping, so every string that comes from outside (catalog, providers, model replies) goes through
 the :mod:`freemodels.mdsafe` filters, and the environment's ``finalize`` escapes any plain string a
-template prints without one.
+template prints without one. The Prefect artifact is the same executive summary without GitHub-only
+syntax (no ``[!WARNING]`` alerts) and with tables narrow enough for the artifact page.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -34,27 +37,31 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from freemodels import charts, exports, storage
-from freemodels.availability import Availability, as_context, summarize
-from freemodels.errors import RunNotFoundError, StorageError
+from freemodels.availability import as_context
+from freemodels.drill import (
+    ARM_LABELS,
+    CLIENT_LABELS,
+    CLIENT_SHORT,
+    INCIDENT_LABELS,
+    INCIDENT_SHORT,
+    DrillArm,
+    DrillClient,
+    Incident,
+    Staging,
+    answered_by,
+    summarise,
+)
+from freemodels.errors import StorageError
 from freemodels.failures import FAILURE_INFO, SETTLING, Failure
 from freemodels.listings import disagreements, reported
 from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
-from freemodels.records import (
-    ANSWER_IN_REASONING,
-    CATALOG_SCHEMA,
-    CHANGES_SCHEMA,
-    ENDPOINTS_SCHEMA,
-    MODEL_RESULTS_SCHEMA,
-    PROBES_SCHEMA,
-    ROTATION_SCHEMA,
-    RUNS_SCHEMA,
-    Verdict,
-)
+from freemodels.records import ANSWER_IN_REASONING, Verdict
 from freemodels.rounds import probes_done, spend_by_phase
-from freemodels.settings import OPENROUTER_MODELS_LIMIT
+from freemodels.settings import OPENROUTER_MODELS_LIMIT, Settings
 from freemodels.source import profile_of
+from freemodels.storage import HISTORY_SCHEMA, TESTED_VERDICTS, ReportData
 from freemodels.suite import SCREENING_TASK, TASKS
-from tasks.analyze_failures import final_attempts
+from tasks.analyze_failures import evidence_of, final_attempts
 from tasks.rank import (
     GENERAL,
     JSON,
@@ -64,20 +71,25 @@ from tasks.rank import (
     TIER_UPPER_BOUNDS_MS,
     TIERS,
     TOO_FEW_SAMPLES,
+    PassedOver,
+    candidates_from,
+    passed_over,
+    providers_from_probes,
+    purpose_pools,
     purposes,
 )
 
-HISTORY_SCHEMA: dict[str, pl.DataType] = {
-    "run_id": pl.String(),
-    "started_at": pl.Datetime("us", "UTC"),
-    "source": pl.String(),
-    "status": pl.String(),
-    "n_catalog": pl.Int64(),
-    "n_free": pl.Int64(),
-    "n_tested": pl.Int64(),
-    "n_working": pl.Int64(),
-}
-"""One row per run: the counts the index and the trend chart need."""
+__all__ = [
+    "HISTORY_SCHEMA",
+    "Rendered",
+    "ReportData",
+    "ReportOptions",
+    "build_context",
+    "render_all",
+    "render_documents",
+    "render_run",
+    "write_documents",
+]
 
 EXECUTIVE_SUMMARY = "executive-summary.md"
 FINAL_REPORT = "final-report.md"
@@ -122,7 +134,6 @@ PURPOSE_LABELS: dict[str, str] = {
     LONG_CONTEXT: f"Long context (at least {LONG_CONTEXT_MIN_TOKENS:,} tokens)",
 }
 
-TESTED_VERDICTS = (Verdict.WORKING.value, Verdict.DEGRADED.value, Verdict.FAILING.value)
 SANDBOX_BANNER = (
     "**Sandbox data, not real measurements.** Every number here comes from the project's built-in "
     "sandbox, a simulated OpenRouter running on this machine. It shows that the pipeline works; it "
@@ -132,132 +143,18 @@ MESSAGE_MAX = 160
 
 
 @dataclass(frozen=True, slots=True)
-class ReportData:
-    """Everything the reports of one run are made from."""
+class ReportOptions:
+    """How the reports are written (settings, not data: ``discovery report`` can change them)."""
 
-    run: dict[str, Any]  # one row of RUNS_SCHEMA
-    catalog: pl.DataFrame  # CATALOG_SCHEMA
-    probes: pl.DataFrame  # PROBES_SCHEMA, every attempt
-    model_results: pl.DataFrame  # MODEL_RESULTS_SCHEMA, tiers filled
-    rotation: pl.DataFrame  # ROTATION_SCHEMA
-    changes: pl.DataFrame  # CHANGES_SCHEMA
-    history: pl.DataFrame  # HISTORY_SCHEMA, oldest first, up to and including this run
-    previous_run: dict[str, Any] | None = None  # the run the changes compare against
-    endpoints: pl.DataFrame | None = None  # ENDPOINTS_SCHEMA: the free signals read before probing
-    availability: Availability | None = None  # free models over time, from every snapshot up to the run
+    models_limit: int = OPENROUTER_MODELS_LIMIT  # most ids in a purpose's `models` array
+    min_answers_for_tail: int = 10  # fewest answers before a P90 (models) or P95 (drill) is shown
 
-
-# --------------------------------------------------------------------------------------------------
-# Loading
-
-
-def _conform(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """``frame`` with exactly ``schema``'s columns and types (datetimes normalised to UTC)."""
-    columns = []
-    for name, dtype in schema.items():
-        col = pl.col(name)
-        actual = frame.schema.get(name)
-        if isinstance(dtype, pl.Datetime) and isinstance(actual, pl.Datetime):
-            col = col.dt.convert_time_zone("UTC") if actual.time_zone else col.dt.replace_time_zone("UTC")
-        columns.append(col.cast(dtype).alias(name))
-    return frame.select(columns)
-
-
-def _query(
-    con: duckdb.DuckDBPyConnection,
-    sql: str,
-    params: Sequence[object],
-    schema: Mapping[str, pl.DataType],
-) -> pl.DataFrame:
-    try:
-        frame = con.sql(sql, params=list(params)).pl()
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read the reports' data from DuckDB: {exc}") from exc
-    return _conform(frame, schema)
-
-
-def _columns(schema: Mapping[str, pl.DataType]) -> str:
-    return ", ".join(f'"{name}"' for name in schema)
-
-
-_HISTORY_SQL = """
-WITH cat AS (
-    SELECT run_id,
-           count(*) AS n_catalog,
-           count(*) FILTER (WHERE is_free AND NOT coalesce(is_router, false)) AS n_free
-    FROM catalog GROUP BY run_id
-), res AS (
-    SELECT run_id,
-           count(*) FILTER (WHERE verdict IN ('working', 'degraded', 'failing')) AS n_tested,
-           count(*) FILTER (WHERE verdict = 'working') AS n_working
-    FROM model_results GROUP BY run_id
-)
-SELECT r.run_id, r.started_at, r.source, r.status,
-       coalesce(cat.n_catalog, 0) AS n_catalog, coalesce(cat.n_free, 0) AS n_free,
-       coalesce(res.n_tested, 0) AS n_tested, coalesce(res.n_working, 0) AS n_working
-FROM runs r
-LEFT JOIN cat ON cat.run_id = r.run_id
-LEFT JOIN res ON res.run_id = r.run_id
-WHERE r.started_at <= (SELECT started_at FROM runs WHERE run_id = ?)
-  AND (r.status = 'completed' OR r.run_id = ?)
-ORDER BY r.started_at, r.run_id
-"""
-
-
-def load_report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
-    """Read run ``run_id`` and the per-run counts of every run up to it from the DuckDB tables.
-
-    Raises :class:`~freemodels.errors.RunNotFoundError` if the run is not stored and
-    :class:`~freemodels.errors.StorageError` if the tables cannot be read.
-    """
-    runs = _query(con, f"SELECT {_columns(RUNS_SCHEMA)} FROM runs WHERE run_id = ?", [run_id], RUNS_SCHEMA)
-    if runs.is_empty():
-        raise RunNotFoundError(f"no stored run with id {run_id!r}")
-
-    def table(name: str, schema: Mapping[str, pl.DataType], order: str) -> pl.DataFrame:
-        sql = f"SELECT {_columns(schema)} FROM {name} WHERE run_id = ? ORDER BY {order}"
-        return _query(con, sql, [run_id], schema)
-
-    catalog = table("catalog", CATALOG_SCHEMA, "model_id")
-    probes = table("probes", PROBES_SCHEMA, "model_id, task, sample, attempt")
-    model_results = table("model_results", MODEL_RESULTS_SCHEMA, "model_id")
-    rotation = table("rotation", ROTATION_SCHEMA, "purpose, rank")
-    changes = table("changes", CHANGES_SCHEMA, "change, model_id")
-    endpoints = table("endpoints", ENDPOINTS_SCHEMA, "model_id, provider NULLS FIRST, endpoint")
-    history = _query(con, _HISTORY_SQL, [run_id, run_id], HISTORY_SCHEMA)
-
-    run = runs.row(0, named=True)
-    until = run.get("catalog_fetched_at") or run["started_at"]
-    days, observed = storage.availability_days(con, source=run["source"], until=until)
-    previous: pl.DataFrame
-    prev_ids = changes.get_column("prev_run_id").drop_nulls().unique().to_list()
-    if prev_ids:
-        previous = _query(
-            con,
-            f"SELECT {_columns(RUNS_SCHEMA)} FROM runs WHERE run_id = ?",
-            [sorted(prev_ids)[0]],
-            RUNS_SCHEMA,
+    @classmethod
+    def of(cls, settings: Settings) -> ReportOptions:
+        return cls(
+            models_limit=settings.rotation_models_limit,
+            min_answers_for_tail=settings.min_answers_for_tail,
         )
-    else:
-        previous = _query(
-            con,
-            f"SELECT {_columns(RUNS_SCHEMA)} FROM runs WHERE source = ? AND started_at < ? "
-            "AND status = 'completed' ORDER BY started_at DESC LIMIT 1",
-            [run["source"], run["started_at"]],
-            RUNS_SCHEMA,
-        )
-    return ReportData(
-        run=run,
-        catalog=catalog,
-        probes=probes,
-        model_results=model_results,
-        rotation=rotation,
-        changes=changes,
-        history=history,
-        previous_run=previous.row(0, named=True) if not previous.is_empty() else None,
-        endpoints=endpoints,
-        availability=summarize(days, observed, until.date()),
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,6 +172,15 @@ def seconds(ms: object) -> Markup:
     return Markup(f"{float(ms) / 1000:.2f} s")  # type: ignore[arg-type]
 
 
+def tail(ms: object, answers: object, minimum: int) -> Markup:
+    """A tail percentile (P90, P95) in seconds, only from ``minimum`` answers up: with fewer, an em
+    dash and the number of answers (the tail of a handful of answers is only the slowest one)."""
+    count = int(answers) if isinstance(answers, int | float) and not _missing(answers) else 0
+    if count < minimum or _missing(ms):
+        return Markup(f"{EMPTY} (n={count})")
+    return seconds(ms)
+
+
 def percent(rate: object) -> Markup:
     """A 0..1 rate as a whole percentage (``67 %``); missing gives an em dash."""
     if _missing(rate):
@@ -289,6 +195,13 @@ def signed(delta: int | None) -> Markup:
     if delta == 0:
         return Markup("±0")
     return Markup(f"+{delta}" if delta > 0 else f"−{-delta}")
+
+
+def decimal(value: object) -> Markup:
+    """A number with one decimal (``1.3``); missing gives an em dash."""
+    if _missing(value):
+        return Markup(EMPTY)
+    return Markup(f"{float(value):.1f}")  # type: ignore[arg-type]
 
 
 def thousands(value: object) -> Markup:
@@ -355,10 +268,12 @@ def _source(run: Mapping[str, Any]) -> dict[str, Any]:
     kind = run.get("source") or "unknown"
     profile = profile_of(kind)
     simulated = profile is not None and profile.simulated
+    server = profile.server_name if profile else "the server"
     return {
         "kind": kind,
         "label": Markup(profile.label) if profile else kind,  # unknown: printed escaped
-        "server_name": Markup(profile.server_name) if profile else Markup("the server"),
+        "server_name": Markup(server),
+        "possessive": Markup(f"{server}'s"),
         "base_url": run.get("base_url") or "",
         "is_sandbox": simulated,
         "banner": Markup(SANDBOX_BANNER) if simulated else None,
@@ -392,7 +307,13 @@ _SETTLING = frozenset(f.value for f in SETTLING)
 
 
 def _model_row(
-    result: Mapping[str, Any], info: Mapping[str, Any] | None, *, probed: int, suite_size: int
+    result: Mapping[str, Any],
+    info: Mapping[str, Any] | None,
+    provider: str | None,
+    options: ReportOptions,
+    *,
+    probed: int,
+    suite_size: int,
 ) -> dict[str, Any]:
     """A model_results row for the templates, with how much of the suite it got.
 
@@ -401,13 +322,18 @@ def _model_row(
     """
     catalog_reasoning = bool(info and info.get("supports_reasoning"))
     caveat = result.get("caveat")
+    minimum = options.min_answers_for_tail
     tested = result.get("verdict") in TESTED_VERDICTS
     return {
         **result,
         "name": (info or {}).get("name"),
+        "provider": provider,
         "reasoning": bool(result.get("is_reasoning")) or catalog_reasoning,
         "context_length": (info or {}).get("context_length"),
         "caveat_label": Markup(CAVEAT_LABELS[caveat]) if caveat in CAVEAT_LABELS else caveat,
+        "p90_total": tail(result.get("p90_total_ms"), result.get("n_ok"), minimum),
+        "p90_ttft": tail(result.get("p90_ttft_ms"), result.get("n_ok"), minimum),
+        "tail_shown": (result.get("n_ok") or 0) >= minimum,
         "suite": Markup(f"{probed}/{suite_size}"),
         "partial": tested and 0 < probed < suite_size and result.get("root_cause") not in _SETTLING,
         "settled_unasked": tested and probed == 0,
@@ -435,32 +361,68 @@ def _tier_sections(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sections
 
 
-def _rotation(rotation: pl.DataFrame) -> list[dict[str, Any]]:
+def _purpose_label(purpose: str) -> Any:
+    tier = purpose.removeprefix(TIER_PURPOSE_PREFIX)
+    if purpose.startswith(TIER_PURPOSE_PREFIX) and tier in TIERS:
+        return Markup(f"Tier {tier}")
+    if purpose in PURPOSE_LABELS:
+        return Markup(PURPOSE_LABELS[purpose])
+    return purpose  # unknown: printed escaped
+
+
+def _passed_over_note(item: PassedOver) -> dict[str, Any]:
+    return {
+        "model_id": item.model_id,
+        "p50_total_ms": item.p50_total_ms,
+        "success_rate": item.success_rate,
+        "rank": item.rank,
+        "placed": item.placed,
+        "reason": Markup("family") if item.reason == "family" else Markup("provider"),
+        "shared": item.shared,
+        "shared_with": item.shared_with,
+    }
+
+
+def _rotation(data: ReportData, providers: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The rotation's chains, purposes with the very same chain shown once (naming them all), each
+    member with its provider and the better-ranked models its position passed over for diversity."""
+    rotation = data.rotation
     known = list(purposes())
     found = rotation.get_column("purpose").unique().to_list()
     order = known + sorted(p for p in found if p not in known)
-    chains = []
+    pools = dict(purpose_pools(candidates_from(data.model_results, data.catalog, providers)))
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for purpose in order:
         members = rotation.filter(pl.col("purpose") == purpose).sort("rank").to_dicts()
         if not members:
             continue
-        tier = purpose.removeprefix(TIER_PURPOSE_PREFIX)
-        label: str
-        if purpose.startswith(TIER_PURPOSE_PREFIX) and tier in TIERS:
-            label = Markup(f"Tier {tier}")
-        elif purpose in PURPOSE_LABELS:
-            label = Markup(PURPOSE_LABELS[purpose])
-        else:
-            label = purpose  # unknown: printed escaped
-        chains.append(
-            {
-                "purpose": purpose,
-                "label": label,
-                "primary": members[0],
-                "fallbacks": members[1:],
-                "members": members,
-            }
+        ids = tuple(m["model_id"] for m in members)
+        group = groups.get(ids)
+        if group is not None:
+            group["purposes"].append(purpose)
+            group["labels"].append(_purpose_label(purpose))
+            continue
+        notes = [_passed_over_note(p) for p in passed_over(ids, pools.get(purpose, []))]
+        for member in members:
+            member["provider"] = providers.get(member["model_id"])
+            member["passed_over"] = [n for n in notes if n["rank"] == member["rank"]]
+        groups[ids] = {
+            "purposes": [purpose],
+            "labels": [_purpose_label(purpose)],
+            "primary": members[0],
+            "fallbacks": members[1:],
+            "members": members,
+            "passed_over": notes,
+        }
+    chains = []
+    for group in groups.values():
+        labels = group["labels"]
+        group["purpose"] = group["purposes"][0]
+        group["label"] = (
+            labels[0] if len(labels) == 1 else Markup("; ".join(str(md_text(lbl)) for lbl in labels))
         )
+        group["shared"] = len(labels) > 1
+        chains.append(group)
     return chains
 
 
@@ -498,7 +460,6 @@ def _affected(model_id: str) -> dict[str, Any]:
         "probes": 0,
         "statuses": set(),
         "error_code": None,
-        "message": None,
         "evidence": None,
         "suggestion": None,
         "root_cause": False,
@@ -508,8 +469,9 @@ def _affected(model_id: str) -> dict[str, Any]:
 def _failures(finals: pl.DataFrame, results: pl.DataFrame) -> tuple[list[dict[str, Any]], int]:
     """One section per failure class (every class, in taxonomy order) and the failed-probe total.
 
-    A model is listed under a class if one of its final attempts failed with it, or if the analysis
-    named the class as the model's root cause (then its evidence and suggestion are shown).
+    A model is listed under a class if one of its final attempts failed with it (its evidence is the
+    first such attempt's, :func:`~tasks.analyze_failures.evidence_of`), or if the analysis named the
+    class as the model's root cause without a probe (a candidate never sent: its stored evidence).
     """
     failed = finals.filter(pl.col("failure").is_not_null())
     total = failed.height
@@ -519,7 +481,7 @@ def _failures(finals: pl.DataFrame, results: pl.DataFrame) -> tuple[list[dict[st
             row["model_id"], _affected(row["model_id"])
         )
         if entry["probes"] == 0:
-            entry["error_code"], entry["message"] = row["error_code"], row["message"]
+            entry["error_code"], entry["evidence"] = row["error_code"], evidence_of(row)
         entry["probes"] += 1
         if row["http_status"] is not None:
             entry["statuses"].add(row["http_status"])
@@ -528,7 +490,7 @@ def _failures(finals: pl.DataFrame, results: pl.DataFrame) -> tuple[list[dict[st
             row["model_id"], _affected(row["model_id"])
         )
         entry["root_cause"] = True
-        entry["evidence"] = row["evidence"]
+        entry["evidence"] = entry["evidence"] or row["evidence"]
         entry["suggestion"] = row["suggestion"]
     sections = []
     for failure in Failure:
@@ -660,6 +622,17 @@ def _percent_value(value: object) -> Markup:
     return Markup(f"{round(float(value), 1):g} %")  # type: ignore[arg-type]
 
 
+def _trend_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One label per run: its date, with the time (UTC) when another run of the chart has that date."""
+    dates = [_date(r["started_at"]) for r in rows]
+    repeated = {d for d in dates if dates.count(d) > 1}
+    labels = []
+    for row, day in zip(rows, dates, strict=True):
+        at = row["started_at"]
+        labels.append(f"{day} {at:%H:%M}" if day in repeated and isinstance(at, datetime) else day)
+    return labels
+
+
 def _history(history: pl.DataFrame, run_id: str) -> tuple[list[dict[str, Any]], list[charts.TrendPoint]]:
     rows = history.sort(["started_at", "run_id"]).to_dicts()
     latest_of_month: dict[str, str] = {}
@@ -679,45 +652,26 @@ def _history(history: pl.DataFrame, run_id: str) -> tuple[list[dict[str, Any]], 
         )
     current = next((r for r in rows if r["is_current"]), None)
     source = current["source"] if current else None
+    shown = [r for r in rows if r["source"] == source and (r["status"] == "completed" or r["is_current"])]
     points = [
-        charts.TrendPoint(label=r["date"], free=r["n_free"], working=r["n_working"])
-        for r in rows
-        if r["source"] == source and (r["status"] == "completed" or r["is_current"])
+        charts.TrendPoint(label=label, free=r["free"], working=r["working"])
+        for r, label in zip(shown, _trend_labels(shown), strict=True)
     ]
     return list(reversed(rows)), points
 
 
-def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> dict[str, Any]:
-    """Everything the templates show, as plain values (pure).
-
-    ``models_limit`` is the most ids ``rotation.json`` puts in a purpose's ``models`` array.
-    """
-    run = data.run
-    source = _source(run)
-    settings = _settings(run)
-    info = _catalog_info(data.catalog)
-    results = data.model_results
-    done = probes_done(data.probes)
-    samples = settings.get("samples_per_task")
-    suite_size = len(TASKS) * (samples if isinstance(samples, int) and samples > 0 else 1)
-    rows = [
-        _model_row(r, info.get(r["model_id"]), probed=done.get(r["model_id"], 0), suite_size=suite_size)
-        for r in results.iter_rows(named=True)
-    ]
-    by_id = {r["model_id"]: r for r in rows}
-    compared = _compared(data.endpoints, by_id)
-    verdicts = results.get_column("verdict")
-    finals = final_attempts(data.probes)
-    catalog = data.catalog
-    free_mask = catalog.get_column("is_free").fill_null(False) & ~catalog.get_column("is_router").fill_null(
-        False
-    )
-    counts = {
-        "catalog": catalog.height,
-        "free": int(free_mask.sum()),
-        "routers": int(catalog.get_column("is_router").fill_null(False).sum()),
-        "tested": int(verdicts.is_in(TESTED_VERDICTS).sum()),
-        "working": int((verdicts == Verdict.WORKING.value).sum()),
+def _counts(data: ReportData, finals: pl.DataFrame) -> dict[str, int]:
+    """The run's counts: catalog, free, tested and working as the one read path defines them (the
+    run's history row), the rest from the run's own tables."""
+    verdicts = data.model_results.get_column("verdict")
+    mine = data.history.filter(pl.col("run_id") == data.run["run_id"])
+    row = mine.row(0, named=True) if mine.height else {}
+    return {
+        "catalog": int(row.get("catalog_size") or data.catalog.height),
+        "free": int(row.get("free") or 0),
+        "routers": int(data.catalog.get_column("is_router").fill_null(False).sum()),
+        "tested": int(row.get("tested") or 0),
+        "working": int(row.get("working") or 0),
         "degraded": int((verdicts == Verdict.DEGRADED.value).sum()),
         "failing": int((verdicts == Verdict.FAILING.value).sum()),
         "untested": int((verdicts == Verdict.UNTESTED_QUOTA.value).sum()),
@@ -726,13 +680,149 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         "attempts": data.probes.height,
         "passed": int(finals.get_column("passed").fill_null(False).sum()) if finals.height else 0,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The drill
+
+
+DRILL_WITHOUT_LITELLM = (
+    "LiteLLM was not installed where the drill ran (optional dependency group `litellm`): only "
+    "OpenRouter's `models` array was drilled."
+)
+DRILL_WITHOUT_MODELS_ARRAY = (
+    "This source does not speak OpenRouter's `models` array or `openrouter/free`: only LiteLLM's "
+    "router was drilled."
+)
+
+
+def _staged(incident: Incident, staging: Staging | None, requests: int) -> str:
+    """What the incident staged, in words; the minute's clearing time only when the run recorded it."""
+    if staging is not None:
+        return staging.describe(incident)
+    if incident is Incident.ACCOUNT_MINUTE_LIMIT:
+        return "the account's per-minute limit is already reached when the workload starts"
+    return Staging(requests=requests).describe(incident)
+
+
+def _arm_cells(summary: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {row["arm"]: row for row in summary}
+
+
+def _drill(data: ReportData, options: ReportOptions, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the reports show of the drill, or None when the run was not drilled."""
+    frame = data.drill
+    if frame is None or frame.is_empty():
+        return None
+    summary = summarise(frame, tail_min_answers=options.min_answers_for_tail)
+    by = answered_by(frame)
+    requests = int(frame.get_column("seq").max() or 0)  # type: ignore[arg-type]
+    clears = settings.get("drill_minute_clears_s")
+    staging = Staging(requests=requests, minute_clears_in_s=float(clears)) if clears is not None else None
+    clients = [c for c in DrillClient if c.value in set(frame.get_column("client").to_list())]
+    incidents = []
+    for incident in Incident:
+        rows = summary.filter(pl.col("incident") == incident.value).to_dicts()
+        if not rows:
+            continue
+        lines = []
+        for client in clients:
+            for row in rows:
+                if row["client"] != client.value:
+                    continue
+                arm = DrillArm(row["arm"]) if row["arm"] in {a.value for a in DrillArm} else None
+                lines.append(
+                    {
+                        **row,
+                        "client_label": Markup(CLIENT_LABELS[client]),
+                        "arm_label": Markup(ARM_LABELS[arm]) if arm else row["arm"],
+                        "p95": tail(row["p95_ms"], row["n_answered"], options.min_answers_for_tail),
+                        "answered_by": by.get((incident.value, client.value, row["arm"]), []),
+                    }
+                )
+        compact = []
+        for client in clients:
+            arms = _arm_cells([r for r in rows if r["client"] == client.value])
+            compact.append(
+                {
+                    "client_label": Markup(CLIENT_LABELS[client]),
+                    "short": Markup(f"{INCIDENT_SHORT[incident]}, {CLIENT_SHORT[client]}"),
+                    "arms": arms,
+                }
+            )
+        incidents.append(
+            {
+                "value": incident.value,
+                "label": Markup(INCIDENT_LABELS[incident]),
+                "staged": Markup(_staged(incident, staging, requests)),
+                "lines": lines,
+                "compact": compact,
+            }
+        )
+    notes = []
+    present = set(frame.get_column("client").to_list())
+    if DrillClient.LITELLM.value not in present:
+        notes.append(Markup(DRILL_WITHOUT_LITELLM))
+    if DrillClient.MODELS_ARRAY.value not in present:
+        notes.append(Markup(DRILL_WITHOUT_MODELS_ARRAY))
+    not_sent = int((frame.get_column("outcome") == "not_sent").sum())
+    if not_sent:
+        notes.append(
+            Markup(
+                f"The budget ran out during the drill: {not_sent} requests were not sent and are left "
+                "out of the figures."
+            )
+        )
+    return {
+        "requests": requests,
+        "workloads": summary.height,
+        "attempts": int(frame.get_column("attempts").fill_null(0).sum()),
+        "staged": any(i["value"] != Incident.LIVE.value for i in incidents),
+        "incidents": incidents,
+        "arms": [
+            {"value": a.value, "label": Markup(ARM_LABELS[a])}
+            for a in DrillArm
+            if a.value in set(frame.get_column("arm").to_list())
+        ],
+        "notes": notes,
+    }
+
+
+def build_context(data: ReportData, options: ReportOptions | None = None) -> dict[str, Any]:
+    """Everything the templates show, as plain values (pure). Built once per render."""
+    options = options or ReportOptions()
+    run = data.run
+    source = _source(run)
+    settings = _settings(run)
+    info = _catalog_info(data.catalog)
+    providers = providers_from_probes(data.probes)
+    results = data.model_results
+    done = probes_done(data.probes)
+    samples = settings.get("samples_per_task")
+    suite_size = len(TASKS) * (samples if isinstance(samples, int) and samples > 0 else 1)
+    rows = [
+        _model_row(
+            r,
+            info.get(r["model_id"]),
+            providers.get(r["model_id"]),
+            options,
+            probed=done.get(r["model_id"], 0),
+            suite_size=suite_size,
+        )
+        for r in results.iter_rows(named=True)
+    ]
+    by_id = {r["model_id"]: r for r in rows}
+    compared = _compared(data.endpoints, by_id)
+    finals = final_attempts(data.probes)
+    counts = _counts(data, finals)
     working = [r for r in rows if r["verdict"] == Verdict.WORKING.value]
     tiered = [r for r in working if r["tier"] in TIERS]
     tier_order = {t: i for i, t in enumerate(TIERS)}
     tiered.sort(key=lambda r: (tier_order[r["tier"]], r["p50_total_ms"], r["model_id"]))
     too_few = sorted((r for r in working if r["tier"] not in TIERS), key=lambda r: r["model_id"])
-    rotation = _rotation(data.rotation)
-    general = next((c for c in rotation if c["purpose"] == GENERAL), None)
+    rotation = _rotation(data, providers)
+    general = next((c for c in rotation if GENERAL in c["purposes"]), None)
+    passed_over_general = general["passed_over"] if general else []
     failures, failed_total = _failures(finals, results)
     tasks = list(TASKS) + sorted(
         set(finals.get_column("task").unique().to_list()) - set(TASKS) if finals.height else set()
@@ -746,10 +836,10 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         previous = {
             "run_id": prev_id,
             "date": _date(data.previous_run.get("started_at")),
-            "free": prev_counts["n_free"] if prev_counts else None,
-            "working": prev_counts["n_working"] if prev_counts else None,
-            "free_delta": counts["free"] - prev_counts["n_free"] if prev_counts else None,
-            "working_delta": counts["working"] - prev_counts["n_working"] if prev_counts else None,
+            "free": prev_counts["free"] if prev_counts else None,
+            "working": prev_counts["working"] if prev_counts else None,
+            "free_delta": counts["free"] - prev_counts["free"] if prev_counts else None,
+            "working_delta": counts["working"] - prev_counts["working"] if prev_counts else None,
         }
 
     wrong_ids = [  # a candidate without a free variant is not a wrong id: its class section shows it
@@ -786,6 +876,7 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
             "min_samples": settings.get("min_samples_for_tier"),
             "samples_per_task": settings.get("samples_per_task"),
             "max_tokens": settings.get("max_tokens"),
+            "tail_min": options.min_answers_for_tail,
         },
         "source": source,
         "counts": counts,
@@ -807,6 +898,8 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
             key=lambda r: r["model_id"],
         ),
         "rotation": rotation,
+        "general_chain": general,
+        "passed_over_general": passed_over_general,
         "changes": _changes(data.changes),
         "failures": failures,
         "failures_seen": [f for f in failures if f["models"]],
@@ -824,6 +917,7 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
         "suite_size": suite_size,
         "history": history,
         "trend": trend,
+        "drill": _drill(data, options, settings),
         "documents": [{"path": p, "title": t} for p, t in DOCUMENT_TITLES],
         "charts": {
             "latency": LATENCY_CHART,
@@ -844,7 +938,7 @@ def build_context(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIM
             "rotation_json": ROTATION_JSON,
             "litellm": LITELLM_YAML,
         },
-        "models_limit": models_limit,
+        "models_limit": options.models_limit,
         "tier_names": list(TIERS),
         "too_few_label": TOO_FEW_SAMPLES,
         "long_context_min": LONG_CONTEXT_MIN_TOKENS,
@@ -878,6 +972,7 @@ def environment() -> jinja2.Environment:
         plural=plural,
         signed=signed,
         thousands=thousands,
+        decimal=decimal,
         yes_no=yes_no,
     )
     return env
@@ -900,7 +995,7 @@ def render_charts(context: Mapping[str, Any]) -> dict[str, str]:
             label=r["model_id"],
             tier=r["tier"],
             p50_ms=float(r["p50_total_ms"]),
-            p90_ms=r["p90_total_ms"],
+            p90_ms=r["p90_total_ms"] if r["tail_shown"] else None,
         )
         for r in context["tiered"]
     ]
@@ -918,13 +1013,69 @@ def render_charts(context: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def render_documents(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> dict[str, str]:
-    """Every document of the run: relative path under ``docs/`` -> content (pure).
+def _exports(data: ReportData, context: Mapping[str, Any], options: ReportOptions) -> dict[str, str]:
+    source = context["source"]
+    rotation_document = exports.rotation_json(
+        data.rotation,
+        run_id=data.run["run_id"],
+        source=source["kind"],
+        generated_at=data.run.get("finished_at") or data.run.get("started_at"),
+        order=purposes(),
+        models_limit=options.models_limit,
+    )
+    return {
+        ROTATION_JSON: json.dumps(rotation_document, indent=2, ensure_ascii=False) + "\n",
+        LITELLM_YAML: exports.litellm_router_yaml(
+            data.rotation,
+            run_id=data.run["run_id"],
+            source=source["kind"],
+            base_url=source["base_url"] or None,
+            order=purposes(),
+        ),
+    }
 
-    ``models_limit`` caps each purpose's ``models`` array in ``rotation.json`` (see
-    :func:`freemodels.exports.rotation_json`).
-    """
-    context = build_context(data, models_limit=models_limit)
+
+def summary_markdown(context: Mapping[str, Any]) -> str:
+    """The executive summary as Markdown for a Prefect artifact: no relative links or images, no
+    GitHub-only alerts, narrow tables."""
+    return _render("executive-summary.md.j2", {**context, "artifact": True})
+
+
+def tiers_table(context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per working model (tiered first, fastest first) for a Prefect table artifact: the
+    columns a decision needs, few enough to fit the artifact page."""
+    minimum = context["settings"]["tail_min"]
+    rows = []
+    for r in [*context["tiered"], *context["too_few"]]:
+        rows.append(
+            {
+                "model": r["model_id"],
+                "provider": r["provider"] or "—",
+                "tier": r["tier"],
+                "p50_total": seconds(r["p50_total_ms"]),
+                "p90_total": tail(r["p90_total_ms"], r["n_ok"], minimum),
+                "p50_ttft": seconds(r["p50_ttft_ms"]),
+                "success": percent(r["success_rate"]),
+                "n": r["n"],
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Every document of a run (relative path under ``docs/`` -> text), the executive summary for the
+    Prefect artifact and the tiers table, all from one context."""
+
+    documents: dict[str, str]
+    summary_markdown: str
+    tiers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def render_all(data: ReportData, options: ReportOptions | None = None) -> Rendered:
+    """Render everything of one run from one context (pure)."""
+    options = options or ReportOptions()
+    context = build_context(data, options)
     documents = {
         EXECUTIVE_SUMMARY: _render("executive-summary.md.j2", context),
         FINAL_REPORT: _render("final-report.md.j2", context),
@@ -933,58 +1084,15 @@ def render_documents(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_
         INDEX: _render("index.md.j2", context),
     }
     documents.update(render_charts(context))
-    source = context["source"]
-    documents[ROTATION_JSON] = (
-        json.dumps(
-            exports.rotation_json(
-                data.rotation,
-                run_id=data.run["run_id"],
-                source=source["kind"],
-                generated_at=data.run.get("finished_at") or data.run.get("started_at"),
-                order=purposes(),
-                models_limit=models_limit,
-            ),
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
+    documents.update(_exports(data, context, options))
+    return Rendered(
+        documents=documents, summary_markdown=summary_markdown(context), tiers=tiers_table(context)
     )
-    documents[LITELLM_YAML] = exports.litellm_router_yaml(
-        data.rotation,
-        run_id=data.run["run_id"],
-        source=source["kind"],
-        base_url=source["base_url"] or None,
-        order=purposes(),
-    )
-    return documents
 
 
-def summary_markdown(data: ReportData, *, models_limit: int = OPENROUTER_MODELS_LIMIT) -> str:
-    """The executive summary as Markdown for a Prefect artifact (no relative links or images)."""
-    context = build_context(data, models_limit=models_limit)
-    context["artifact"] = True
-    return _render("executive-summary.md.j2", context)
-
-
-def tiers_table(data: ReportData) -> list[dict[str, Any]]:
-    """One row per working model (tiered first, fastest first) for a Prefect table artifact."""
-    context = build_context(data)
-    rows = []
-    for r in [*context["tiered"], *context["too_few"]]:
-        rows.append(
-            {
-                "model": r["model_id"],
-                "tier": r["tier"],
-                "p50_total": seconds(r["p50_total_ms"]),
-                "p90_total": seconds(r["p90_total_ms"]),
-                "p50_ttft": seconds(r["p50_ttft_ms"]),
-                "p90_ttft": seconds(r["p90_ttft_ms"]),
-                "success": percent(r["success_rate"]),
-                "n": r["n"],
-                "reasoning": yes_no(r["reasoning"]),
-            }
-        )
-    return rows
+def render_documents(data: ReportData, options: ReportOptions | None = None) -> dict[str, str]:
+    """Every document of the run: relative path under ``docs/`` -> content (pure)."""
+    return render_all(data, options).documents
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1015,20 +1123,19 @@ def write_documents(docs_dir: Path, documents: Mapping[str, str], *, run_date: s
     return written
 
 
-def render_and_write(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    docs_dir: Path,
-    *,
-    models_limit: int = OPENROUTER_MODELS_LIMIT,
-) -> list[Path]:
-    """Load run ``run_id``, render every document and write them under ``docs_dir``."""
-    data = load_report_data(con, run_id)
+def _run_date(data: ReportData) -> str:
     started = data.run.get("started_at")
     if not isinstance(started, datetime):
-        raise StorageError(f"run {run_id!r} has no start time")
-    documents = render_documents(data, models_limit=models_limit)
-    return write_documents(docs_dir, documents, run_date=started.date().isoformat())
+        raise StorageError(f"run {data.run['run_id']!r} has no start time")
+    return started.date().isoformat()
+
+
+def render_and_write(
+    con: duckdb.DuckDBPyConnection, run_id: str, docs_dir: Path, *, options: ReportOptions | None = None
+) -> list[Path]:
+    """Read run ``run_id``, render every document and write them under ``docs_dir``."""
+    data = storage.report_data(con, run_id)
+    return write_documents(docs_dir, render_documents(data, options), run_date=_run_date(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1041,31 +1148,21 @@ class RenderOutcome:
 
 
 def render_run(
-    db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = OPENROUTER_MODELS_LIMIT
+    db_path: Path, docs_dir: Path, run_id: str, *, options: ReportOptions | None = None
 ) -> RenderOutcome:
-    """Render run ``run_id`` from the database at ``db_path`` into ``docs_dir``.
-
-    ``models_limit`` caps each purpose's ``models`` array in ``rotation.json``.
-    """
+    """Render run ``run_id`` from the database at ``db_path`` into ``docs_dir``."""
     con = storage.connect(db_path, read_only=True)
     try:
-        data = load_report_data(con, run_id)
+        data = storage.report_data(con, run_id)
     finally:
         con.close()
-    started = data.run.get("started_at")
-    if not isinstance(started, datetime):
-        raise StorageError(f"run {run_id!r} has no start time")
-    documents = render_documents(data, models_limit=models_limit)
-    paths = write_documents(docs_dir, documents, run_date=started.date().isoformat())
-    return RenderOutcome(
-        paths=paths,
-        summary_markdown=summary_markdown(data, models_limit=models_limit),
-        tiers=tiers_table(data),
-    )
+    rendered = render_all(data, options)
+    paths = write_documents(docs_dir, rendered.documents, run_date=_run_date(data))
+    return RenderOutcome(paths=paths, summary_markdown=rendered.summary_markdown, tiers=rendered.tiers)
 
 
 @task(name="render", cache_policy=NO_CACHE)
 def render_task(
-    db_path: Path, docs_dir: Path, run_id: str, *, models_limit: int = OPENROUTER_MODELS_LIMIT
+    db_path: Path, docs_dir: Path, run_id: str, *, options: ReportOptions | None = None
 ) -> RenderOutcome:
-    return render_run(db_path, docs_dir, run_id, models_limit=models_limit)
+    return render_run(db_path, docs_dir, run_id, options=options)

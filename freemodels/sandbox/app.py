@@ -17,8 +17,22 @@ The ``models`` fallback list: when a request carries ``models``, OpenRouter rout
 request with OpenRouter's live 400 ``'models' array must have 3 items or fewer.`` (message and code only,
 plus ``user_id``); a ``models`` value that is not a non-empty list of non-empty strings is a 400 invalid
 request (in the sandbox's own wording: no live body for these was found). ``"models": null`` counts as
-absent. A valid list is served by its first model, through the same checks as ``model``; the later ids are
-accepted but not tried (the sandbox does not model fallback to them).
+absent. A valid list is tried in order, each model through the same checks as ``model`` ("Model
+Fallbacks": if a model errors, OpenRouter tries the next; any error can trigger it): a model whose answer
+is an error status (an unknown id, a routing error, an upstream 429, a 5xx, a shared pool's refusal, a
+recorded error) hands the request to the next one after the time its error took, and the answer comes
+from the first model that does not fail that way, with the ``model`` that served it. When every model
+fails, the last one's error is the answer. A failure inside a 200 answer (an error chunk after the
+stream began, a wrong or empty reply) and a broken connection are the answer as they are: the status is
+already sent. ``stats.per_model`` counts every model tried, ``stats.fallbacks`` the requests a later
+model of the list answered.
+
+The account's free-model limits see a request with ``models`` as one request, counted once when it
+reaches its first free model. An account 429 there refuses the request for every free model of the list
+(they all share the account's limits) and the walk goes on only to paid ones, so falling back never
+avoids an account 429. OpenRouter documents neither point (its fallback page says rate limits trigger
+fallback; whether its account 429 does is not reported from live traffic); the sandbox follows what the
+limits are: the account's, not a model's.
 
 Timing: every byte is scheduled at an absolute offset from the moment the request arrived (``loop.time()``
 deadlines, never accumulated sleeps) and flushed at once. A stream sends nothing (not even headers) before
@@ -100,6 +114,7 @@ class Stats:
     rejected_per_min: int = 0
     rejected_per_day: int = 0
     rejected_shared_pool: int = 0
+    fallbacks: int = 0
     arrivals: ArrivalWindow = field(default_factory=ArrivalWindow)
     max_in_flight_per_provider: Counter[str] = field(default_factory=Counter)
 
@@ -149,7 +164,7 @@ class SandboxState:
         self.profiles: dict[str, Profile] = resolve_profiles(self.catalog, scenario, self.seed)
         self.limits = scenario.limits
         self.wall = wall_clock
-        self.limiter = AccountLimiter(self.limits, now_wall=wall_clock())
+        self.limiter = AccountLimiter(self.limits, now_wall=wall_clock(), now_mono=time.monotonic())
         self.recordings: dict[str, tuple[Recording, ...]] = {
             model_id: tuple(load_recording(path) for path in p.replay)
             for model_id, p in self.profiles.items()
@@ -202,6 +217,7 @@ class SandboxState:
             "rejected_429_per_min": s.rejected_per_min,
             "rejected_429_per_day": s.rejected_per_day,
             "rejected_429_shared_pool": s.rejected_shared_pool,
+            "fallbacks": s.fallbacks,
             "max_in_flight_per_provider": dict(s.max_in_flight_per_provider),
             "day_count": self.limiter.used_today(self.wall()),
         }
@@ -421,20 +437,54 @@ async def _chat(request: Request) -> Response:
     requested = _requested_models(body, state.shaper)
     if isinstance(requested, ErrorReply):
         return _error_response(requested)
-    model_id = requested[0]
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _error_response(
             bodies.bad_request('Input required: specify "prompt" or "messages"', state.shaper)
         )
     state.stats.chat_requests += 1
-    state.stats.per_model[model_id] += 1
+    walk = _Walk()
+    for index, model_id in enumerate(requested):
+        last = index == len(requested) - 1
+        outcome = _try_model(state, body, model_id, t0, walk)
+        if isinstance(outcome, ErrorReply):
+            if last:
+                return await _answer_later(_error_response(outcome), t0 + walk.spent_ms / 1000)
+            continue
+        plan, release = outcome
+        if plan.status >= 400 and not last:
+            # An error status: OpenRouter tries the next model once this one's error came back.
+            if release is not None:
+                release()
+            walk.spent_ms = plan.events[0][0] if plan.events else walk.spent_ms
+            continue
+        if index > 0:
+            state.stats.fallbacks += 1
+        return await _execute(plan, t0, request, state, release=release)
+    raise AssertionError("unreachable: the last model always answers")  # pragma: no cover
 
+
+@dataclass
+class _Walk:
+    """One request's way along its ``models``: time spent on failed models, the account's verdict."""
+
+    spent_ms: float = 0.0  # when the model being tried starts, in ms after the request arrived
+    account: ErrorReply | None = None  # the account 429, once refused
+    counted: bool = False  # the account's limits have seen this request
+
+
+def _try_model(
+    state: SandboxState, body: dict[str, Any], model_id: str, t0: float, walk: _Walk
+) -> ErrorReply | tuple[_Plan, Callable[[], None] | None]:
+    """What ``model_id`` answers to this request, starting ``walk.spent_ms`` after arrival: an
+    immediate error, or the plan (shifted to that start) with the shared pool slot to release."""
+    state.stats.per_model[model_id] += 1
     model = state.catalog.models.get(model_id)
     if model is None and model_id not in state.catalog.ended_free:
-        return _error_response(bodies.model_not_found(model_id, state.shaper))
+        return bodies.model_not_found(model_id, state.shaper)
     free = model.free if model is not None else True
-    if free:
+    if free and not walk.counted:
+        walk.counted = True
         state.stats.arrivals.add(t0)
         rejection = state.limiter.admit(t0, state.wall())
         if rejection is not None:
@@ -442,27 +492,44 @@ async def _chat(request: Request) -> Response:
                 state.stats.rejected_per_min += 1
             else:
                 state.stats.rejected_per_day += 1
-            return _error_response(
-                bodies.account_rate_limit(
-                    rejection.kind,
-                    limit=rejection.limit,
-                    reset_ms=rejection.reset_ms,
-                    user_id=state.user_id,
-                    retry_after_s=state.limits.retry_after_s,
-                )
+            walk.account = bodies.account_rate_limit(
+                rejection.kind,
+                limit=rejection.limit,
+                reset_ms=rejection.reset_ms,
+                user_id=state.user_id,
+                retry_after_s=state.limits.retry_after_s,
             )
+    if free and walk.account is not None:
+        return walk.account  # the account's limits apply to every free model of the request
     call = _make_call(state, body, model_id, model)
     provider = call.profile.provider
     pool = state.pools.get(provider)
     if pool is None:
-        return await _execute(_plan(state, call), t0, request, state)
-    if not pool.admit(t0):
+        return _shifted(_plan(state, call), walk.spent_ms), None
+    if not pool.admit(t0 + walk.spent_ms / 1000):
         # The provider's shared pool refuses at once: too many requests in flight, or not cleared yet.
         state.stats.rejected_shared_pool += 1
-        return _error_response(ErrorReply(429, bodies.shared_pool_429(call.model_id, provider, state.shaper)))
+        return ErrorReply(429, bodies.shared_pool_429(call.model_id, provider, state.shaper))
     seen = state.stats.max_in_flight_per_provider
     seen[provider] = max(seen[provider], pool.in_flight)
-    return await _execute(_plan(state, call), t0, request, state, release=pool.release)
+    return _shifted(_plan(state, call), walk.spent_ms), pool.release
+
+
+def _shifted(plan: _Plan, offset_ms: float) -> _Plan:
+    """``plan`` starting ``offset_ms`` later (after the models a fallback walk tried before)."""
+    if offset_ms <= 0:
+        return plan
+    plan.events = [(at + offset_ms, data) for at, data in plan.events]
+    plan.after_ms += offset_ms
+    return plan
+
+
+async def _answer_later(response: Response, at: float) -> Response:
+    """``response``, sent at ``loop.time()`` ``at`` (after the failed models of a fallback walk)."""
+    delay = at - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return response
 
 
 def _requested_models(body: dict[str, Any], shaper: bodies.Shaper) -> list[str] | ErrorReply:
@@ -492,7 +559,8 @@ def _make_call(state: SandboxState, body: dict[str, Any], model_id: str, model: 
     recordings = state.recordings.get(model_id, ())
     replay = recordings[min(nth, len(recordings)) - 1] if recordings else None
     redirect = profile.redirect
-    if profile.fail_first and nth > profile.fail_first:
+    healthy = (profile.fail_first and nth > profile.fail_first) or nth <= profile.ok_first
+    if healthy:
         behavior, fault, replay, redirect = Behavior.OK, Fault.NONE, None, None
     answer_model = model_id
     if (

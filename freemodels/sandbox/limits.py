@@ -6,10 +6,18 @@ authentication and name a model OpenRouter knows, whatever the model then answer
 toward your daily quota" (openrouter.zendesk.com, article 39501163636379), so by default requests refused
 by these limits themselves count too (``limits.count_rejected``, default true); the page does not say
 which failures it means, and ``count_rejected = false`` stages the narrower reading.
+
+A request with a ``models`` fallback array is one request to these limits, counted once when it reaches
+its first free model; a refusal refuses it for every free model of the array (they share the account's
+limits), so falling back never avoids an account 429 (see :mod:`freemodels.sandbox.app`).
+
+``limits.requests_this_minute`` stages other traffic of the account: that many requests already sit in
+the minute window when the sandbox starts, and leave it ``limits.minute_clears_in_s`` seconds later.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,9 +39,12 @@ class Rejection:
 class AccountLimiter:
     """Sliding-window and daily counters. Monotonic time drives the window; wall time the UTC day."""
 
-    def __init__(self, limits: Limits, *, now_wall: float) -> None:
+    def __init__(self, limits: Limits, *, now_wall: float, now_mono: float | None = None) -> None:
         self._limits = limits
-        self._window: deque[float] = deque()
+        start = time.monotonic() if now_mono is None else now_mono
+        # Other traffic of the account: in the window now, gone ``minute_clears_in_s`` from now.
+        arrived = start - WINDOW_S + limits.minute_clears_in_s
+        self._window: deque[float] = deque([arrived] * limits.requests_this_minute)
         self._day = _utc_day(now_wall)
         self._day_count = limits.requests_used_today
 

@@ -78,6 +78,7 @@ class Profile:
     keepalive_ms: int = 0
     retry_after_s: float | None = None
     fail_first: int = 0
+    ok_first: int = 0
     replay: tuple[Path, ...] = ()
     fault: Fault = Fault.NONE
     fault_after_tokens: int | None = None

@@ -32,6 +32,12 @@ Format::
                                 # minute window and the daily quota (default true: OpenRouter's help
                                 # centre says "Failed attempts still count toward your daily quota");
                                 # false counts only requests the limits let through
+    requests_this_minute = 0    # requests already in the sliding 60 s window when the sandbox starts
+                                # (other traffic of the same account): with the limit's worth of them,
+                                # every free request gets the per-minute 429 until they leave  (>= 0)
+    minute_clears_in_s = 60     # seconds after the start when those requests leave the window (their
+                                # X-RateLimit-Reset); less than 60 stages a minute that is partly over
+                                # (0-60)
 
     [catalog]                   # changes to the shipped catalog (for "what changed" runs)
     remove = ["vendor/model:free"]        # drop listed models (requests then answer 400 invalid id)
@@ -88,6 +94,9 @@ Format::
     retry_after_s = 2           # adds Retry-After to this model's 429/503 (and, with error_shape
                                 # "documented", availability.retry_after)
     fail_first = 0              # behave as `behavior`/`fault` for the first N requests, then "ok"
+    ok_first = 0                # answer "ok" for the first N requests, then as `behavior`/`fault`
+                                # (a free variant that ends, or a storm that starts, mid-run); with
+                                # fail_first too, requests N+1 .. fail_first fail and the rest are ok
     replay = "file.sse"         # answer with a recorded response: the body file verbatim, status and
                                 # headers from the sibling <name>.meta.json if present (relative paths
                                 # are resolved against the scenario file's folder). A list replays a
@@ -113,7 +122,8 @@ Format::
 Precedence per model: seed profile, then ``[defaults]`` (free models only), then ``[models."id"]``. After
 merging, ``total_ms`` is raised to ``ttft_ms`` and ``reasoning_ms`` is capped at ``ttft_ms`` when values
 from different layers disagree; within one table such contradictions are errors. ``redirect`` wins over
-``replay``, which wins over ``fault``, which wins over ``behavior``; ``fail_first`` applies to all four.
+``replay``, which wins over ``fault``, which wins over ``behavior``; ``fail_first`` and ``ok_first`` apply
+to all four.
 
 What the behaviours answer (stream or not; errors are the JSON envelope with that status):
 
@@ -285,6 +295,8 @@ class Limits:
     api_key: str | None = field(default=None, repr=False)
     retry_after_s: float | None = None
     count_rejected: bool = True
+    requests_this_minute: int = 0
+    minute_clears_in_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +329,7 @@ class ModelSpec:
     keepalive_ms: int | None = None
     retry_after_s: float | None = None
     fail_first: int | None = None
+    ok_first: int | None = None
     replay: tuple[Path, ...] | None = None
     fault: Fault | None = None
     fault_after_tokens: int | None = None
@@ -445,6 +458,10 @@ def _parse_limits(table: Mapping[str, Any]) -> Limits:
     rpm = _int(table, "requests_per_minute", "limits.requests_per_minute", minimum=1)
     rpd = _int(table, "requests_per_day", "limits.requests_per_day", minimum=0)
     used = _int(table, "requests_used_today", "limits.requests_used_today", minimum=0)
+    this_minute = _int(table, "requests_this_minute", "limits.requests_this_minute", minimum=0)
+    clears = _number(table, "minute_clears_in_s", "limits.minute_clears_in_s")
+    if clears is not None and clears > 60:
+        raise ScenarioError(f"limits.minute_clears_in_s must be at most 60, not {clears:g}")
     return Limits(
         requests_per_minute=base.requests_per_minute if rpm is None else rpm,
         requests_per_day=base.requests_per_day if rpd is None else rpd,
@@ -452,6 +469,8 @@ def _parse_limits(table: Mapping[str, Any]) -> Limits:
         api_key=api_key.strip() if isinstance(api_key, str) else None,
         retry_after_s=_number(table, "retry_after_s", "limits.retry_after_s"),
         count_rejected=count_rejected,
+        requests_this_minute=base.requests_this_minute if this_minute is None else this_minute,
+        minute_clears_in_s=base.minute_clears_in_s if clears is None else clears,
     )
 
 
@@ -481,7 +500,7 @@ _MODEL_KEYS = {f.name for f in fields(ModelSpec)}
 def _parse_model(table: Mapping[str, Any], where: str, base_dir: Path) -> ModelSpec:
     _no_unknown(table, _MODEL_KEYS, where)
     values: dict[str, Any] = {}
-    for name in ("ttft_ms", "reasoning_ms", "total_ms", "keepalive_ms", "fail_first"):
+    for name in ("ttft_ms", "reasoning_ms", "total_ms", "keepalive_ms", "fail_first", "ok_first"):
         values[name] = _int(table, name, f"{where}.{name}", minimum=0)
     values["fault_after_tokens"] = _int(table, "fault_after_tokens", f"{where}.fault_after_tokens", minimum=0)
     values["huge_body_bytes"] = _int(table, "huge_body_bytes", f"{where}.huge_body_bytes", minimum=1)

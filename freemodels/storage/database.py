@@ -211,6 +211,27 @@ CREATE TABLE endpoints (
 );
 """
 
+# Version 4: the drill of the rotation through the clients people deploy (one row per request; see
+# freemodels.records.DRILL_SCHEMA).
+_V4 = """
+CREATE TABLE drill (
+    run_id VARCHAR NOT NULL,
+    client VARCHAR NOT NULL,
+    arm VARCHAR NOT NULL,
+    incident VARCHAR NOT NULL,
+    purpose VARCHAR,
+    seq BIGINT NOT NULL,
+    started_at TIMESTAMPTZ,
+    outcome VARCHAR NOT NULL,
+    failure VARCHAR,
+    http_status BIGINT,
+    answered_by VARCHAR,
+    latency_ms DOUBLE,
+    attempts BIGINT,
+    message VARCHAR
+);
+"""
+
 # Version 5: the daily watch (one row per watch, what it found changed) and availability over time (per
 # model and snapshot, runs and watches alike); the stored runs' catalogs become their snapshots.
 _V5 = """
@@ -292,6 +313,7 @@ migrations: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
+    (4, _V4),
     (5, _V5),
 ]
 SCHEMA_VERSION: int = migrations[-1][0]
@@ -477,10 +499,12 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     found = max(applied, default=0)
     if found > SCHEMA_VERSION:
         raise _newer_error(found)
-    if found < SCHEMA_VERSION:
+    missing = [version for version, _ in migrations if version not in applied]
+    if missing:
         raise StorageError(
-            f"{path} has schema version {found}, this program needs {SCHEMA_VERSION}; open it "
-            "once for writing (any `discovery run`) to migrate it"
+            f"{path} has schema version {found}, this program needs {SCHEMA_VERSION} (missing: "
+            f"{', '.join(map(str, missing))}); open it once for writing (any `discovery run`) to "
+            "migrate it"
         )
 
 
@@ -565,6 +589,25 @@ def store_run(con: duckdb.DuckDBPyConnection, run_dir: Path | str) -> None:
     except duckdb.Error as exc:
         raise StorageError(
             f"storing run {info.run_id} from {folder} failed, the database is unchanged: {exc}"
+        ) from exc
+    finally:
+        if not committed:
+            _rollback(con)
+
+
+def store_drill(con: duckdb.DuckDBPyConnection, run_id: str, path: Path) -> None:
+    """Replace run ``run_id``'s rows of the ``drill`` table by the Parquet file at ``path``, in one
+    transaction (a drill of a run already stored; :func:`store_run` loads the same file with the run)."""
+    con.execute("BEGIN TRANSACTION")
+    committed = False
+    try:
+        con.execute("DELETE FROM drill WHERE run_id = ?", [run_id])
+        _insert_parquet(con, "drill", run_id, path)
+        con.execute("COMMIT")
+        committed = True
+    except duckdb.Error as exc:
+        raise StorageError(
+            f"storing the drill of run {run_id} failed, the database is unchanged: {exc}"
         ) from exc
     finally:
         if not committed:

@@ -1,4 +1,14 @@
-"""Read queries for the reports and the CLI. Every function returns polars DataFrames.
+"""Read queries for the reports and the CLI: the one read path. Every function returns polars frames.
+
+The reports and the CLI read the database only through here, so each notion has one definition:
+
+- **free**: a catalog row that is free and not a router (:data:`FREE_MODEL_SQL`);
+- **tested**: a model whose verdict is working, degraded or failing (:data:`TESTED_VERDICTS`); models
+  left untested by the quota and candidate ids the catalog does not list are not tested;
+- **previous run**: the run the changes were computed against, else the newest completed run of the
+  same source that started before (:func:`previous_run_id`).
+
+:func:`report_data` reads everything the reports of one run show into a :class:`ReportData`.
 
 DuckDB hands results to polars through Arrow (``con.sql(sql, params=...).pl()``; in DuckDB 2 the
 connection returned by ``execute()`` has no ``.pl()``, and a partly read ``execute()`` result, e.g.
@@ -9,12 +19,15 @@ full). Frames come back with the column types of :data:`freemodels.storage.datab
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import duckdb
 import polars as pl
 
-from freemodels.errors import StorageError
+from freemodels.availability import Availability, summarize
+from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.records import Verdict
 from freemodels.storage.database import DB_SCHEMAS
 
@@ -27,6 +40,7 @@ _ORDER_BY: dict[str, str] = {
     "rotation": "purpose, rank, model_id",
     "changes": "change, model_id",
     "endpoints": "model_id, provider NULLS FIRST, endpoint",
+    "drill": "incident, client, arm, seq",
 }
 
 # One row per run, oldest first: the trend over time.
@@ -44,16 +58,22 @@ HISTORY_SCHEMA: dict[str, pl.DataType] = {
     "median_p50_total_ms": pl.Float64(),  # median over working models of their P50 total time
 }
 
-_UNTESTED = (Verdict.UNTESTED_QUOTA.value, Verdict.NOT_LISTED.value)
+TESTED_VERDICTS: tuple[str, ...] = (Verdict.WORKING.value, Verdict.DEGRADED.value, Verdict.FAILING.value)
+"""The verdicts of a tested model (the one definition of "tested")."""
+
+FREE_MODEL_SQL = "coalesce(is_free, false) AND NOT coalesce(is_router, false)"
+"""A free model of the catalog (the one definition of "free"): free, and not a router."""
+
+_TESTED_SQL = ", ".join(f"'{v}'" for v in TESTED_VERDICTS)
 
 _HISTORY_SQL = f"""
 WITH cat AS (
-    SELECT run_id, count(*) AS catalog_size, count(*) FILTER (WHERE is_free) AS free
+    SELECT run_id, count(*) AS catalog_size, count(*) FILTER (WHERE {FREE_MODEL_SQL}) AS free
     FROM catalog GROUP BY run_id
 ), res AS (
     SELECT
         run_id,
-        count(*) FILTER (WHERE verdict NOT IN ('{_UNTESTED[0]}', '{_UNTESTED[1]}')) AS tested,
+        count(*) FILTER (WHERE verdict IN ({_TESTED_SQL})) AS tested,
         count(*) FILTER (WHERE verdict = '{Verdict.WORKING.value}') AS working,
         count(*) FILTER (WHERE verdict = '{Verdict.DEGRADED.value}') AS degraded,
         count(*) FILTER (WHERE verdict = '{Verdict.FAILING.value}') AS failing,
@@ -73,7 +93,11 @@ SELECT
 FROM runs AS r
 LEFT JOIN cat ON cat.run_id = r.run_id
 LEFT JOIN res ON res.run_id = r.run_id
-WHERE CAST(? AS VARCHAR) IS NULL OR r.source = CAST(? AS VARCHAR)
+LEFT JOIN runs AS u ON u.run_id = CAST(? AS VARCHAR)
+WHERE (CAST(? AS VARCHAR) IS NULL OR r.source = CAST(? AS VARCHAR))
+  AND (CAST(? AS VARCHAR) IS NULL OR (
+        (r.started_at < u.started_at OR (r.started_at = u.started_at AND r.run_id <= u.run_id))
+        AND (r.status = 'completed' OR r.run_id = u.run_id)))
 ORDER BY r.started_at, r.run_id
 """
 
@@ -161,10 +185,17 @@ def previous_run_id(
     return frame.item(0, 0) if frame.height else None
 
 
-def history(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.DataFrame:
+def history(
+    con: duckdb.DuckDBPyConnection, source: str | None = None, *, until: str | None = None
+) -> pl.DataFrame:
     """Per run, oldest first: start time, catalog size, free, tested, working, degraded, failing
-    counts and the median P50 total time of the working models (HISTORY_SCHEMA). One SQL query."""
-    return query(con, _HISTORY_SQL, [source, source]).cast(pl.Schema(HISTORY_SCHEMA))
+    counts and the median P50 total time of the working models (HISTORY_SCHEMA). One SQL query.
+
+    ``until``: only the runs a report of that run shows: the completed ones that started before it
+    (or at the same time, with a smaller id), and the run itself.
+    """
+    frame = query(con, _HISTORY_SQL, [until, source, source, until])
+    return frame.cast(pl.Schema(HISTORY_SCHEMA))
 
 
 _AVAILABILITY_DAYS_SQL = """
@@ -232,3 +263,54 @@ def snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> pl.DataFrame:
         con, f"SELECT {columns} FROM availability WHERE snapshot_id = ? ORDER BY model_id", [snapshot_id]
     )
     return frame.cast(pl.Schema(AVAILABILITY_SCHEMA))
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the reports of one run are made from, as :func:`report_data` reads it."""
+
+    run: dict[str, Any]  # one row of RUNS_SCHEMA
+    catalog: pl.DataFrame  # CATALOG_SCHEMA (no run_id column)
+    probes: pl.DataFrame  # PROBES_SCHEMA, every attempt
+    model_results: pl.DataFrame  # MODEL_RESULTS_SCHEMA, tiers filled
+    rotation: pl.DataFrame  # ROTATION_SCHEMA
+    changes: pl.DataFrame  # CHANGES_SCHEMA
+    history: pl.DataFrame  # HISTORY_SCHEMA, oldest first, up to and including this run
+    previous_run: dict[str, Any] | None = None  # the run the changes compare against
+    drill: pl.DataFrame | None = None  # DRILL_SCHEMA; None or empty: the run was not drilled
+    endpoints: pl.DataFrame | None = None  # ENDPOINTS_SCHEMA: the free signals read before probing
+    availability: Availability | None = None  # free models over time, from every snapshot up to the run
+
+
+def report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> ReportData:
+    """Read run ``run_id`` and the history up to it (see the module docstring for the definitions).
+
+    Raises :class:`~freemodels.errors.RunNotFoundError` if the run is not stored and
+    :class:`~freemodels.errors.StorageError` if the tables cannot be read.
+    """
+    runs = query(con, _select("runs", "WHERE run_id = ?"), [run_id]).cast(pl.Schema(DB_SCHEMAS["runs"]))
+    if runs.is_empty():
+        raise RunNotFoundError(f"no stored run with id {run_id!r}")
+    run = runs.row(0, named=True)
+    until = run.get("catalog_fetched_at") or run["started_at"]
+    days, observed = availability_days(con, source=run["source"], until=until)
+    changes = load_table(con, "changes", run_id)
+    compared = sorted(changes.get_column("prev_run_id").drop_nulls().unique().to_list())
+    prev_id = compared[0] if compared else previous_run_id(con, run_id)
+    previous = None
+    if prev_id is not None:
+        rows = query(con, _select("runs", "WHERE run_id = ?"), [prev_id]).cast(pl.Schema(DB_SCHEMAS["runs"]))
+        previous = rows.row(0, named=True) if rows.height else None
+    return ReportData(
+        run=run,
+        catalog=load_table(con, "catalog", run_id).drop("run_id"),
+        probes=load_table(con, "probes", run_id),
+        model_results=load_table(con, "model_results", run_id),
+        rotation=load_table(con, "rotation", run_id),
+        changes=changes,
+        history=history(con, until=run_id),
+        previous_run=previous,
+        drill=load_table(con, "drill", run_id),
+        endpoints=load_table(con, "endpoints", run_id),
+        availability=summarize(days, observed, until.date()),
+    )

@@ -65,6 +65,7 @@ TABLE_FILES: dict[str, str] = {
     "rotation": "rotation.parquet",
     "changes": "changes.parquet",
     "endpoints": "endpoints.parquet",
+    "drill": "drill.parquet",
 }
 
 # Written by earlier versions: a completed run whose quota left models untested.

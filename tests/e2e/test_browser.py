@@ -127,13 +127,25 @@ def test_ui_shows_the_run_and_its_executive_summary(
             page.get_by_text(run_name).first.wait_for(timeout=WAIT_MS)
             page.screenshot(path=str(screenshots / "prefect-executive-summary.png"))
 
+            # Further down, the drill's table fits the artifact's column.
+            section = page.get_by_role("heading", name="The rotation in use")
+            section.first.scroll_into_view_if_needed(timeout=WAIT_MS)
+            page.get_by_text("Incident, client", exact=True).first.wait_for(timeout=WAIT_MS)
+            page.evaluate("window.scrollBy(0, -80)")
+            page.screenshot(path=str(screenshots / "prefect-rotation-in-use.png"))
+
             # The latest version is what the key's page shows.
             page.goto(f"{stack.ui_url}/artifacts/key/executive-summary")
             page.get_by_text(run_name).first.wait_for(timeout=WAIT_MS)
         finally:
             browser.close()
 
-    for name in ("prefect-runs.png", "prefect-run-artifacts.png", "prefect-executive-summary.png"):
+    for name in (
+        "prefect-runs.png",
+        "prefect-run-artifacts.png",
+        "prefect-executive-summary.png",
+        "prefect-rotation-in-use.png",
+    ):
         shot = screenshots / name
         assert shot.stat().st_size > 10_000, f"{shot} looks empty"
     assert not external, f"the UI tried to reach outside the machine: {external}"

@@ -54,6 +54,7 @@ def test_deployment_is_monthly_at_six_utc_with_source_suite_and_budget(stack: Ru
         "suite": "standard",
         "budget": None,
         "commit_docs": False,
+        "drill": False,
     }
     assert {"source", "suite", "budget"} <= deployment["parameter_openapi_schema"]["properties"].keys()
 
@@ -75,6 +76,9 @@ def test_deployment_run_completes_with_name_tags_and_artifacts(
     assert summary["type"] == "markdown"
     assert tiers["type"] == "table"
     assert summary["data"].strip(), "the executive summary artifact is empty"
+    # The artifact renders in Prefect's UI: no GitHub-only alert syntax; it shows the run's drill.
+    assert "[!WARNING]" not in summary["data"] and "> **Warning:**" in summary["data"]
+    assert "## The rotation in use" in summary["data"] and "| Incident, client |" in summary["data"]
 
 
 def test_run_is_in_duckdb_and_its_documents_in_docs(
@@ -93,10 +97,13 @@ def test_run_is_in_duckdb_and_its_documents_in_docs(
         assert (status, source) == ("completed", "sandbox")
         probes = con.execute("SELECT count(*) FROM probes WHERE run_id = ?", [run_id]).fetchone()
         results = con.execute("SELECT count(*) FROM model_results WHERE run_id = ?", [run_id]).fetchone()
+        incidents = "SELECT count(DISTINCT incident) FROM drill WHERE run_id = ?"
+        drill = con.execute(incidents, [run_id]).fetchone()
     finally:
         con.close()
     assert probes is not None and probes[0] > 0
     assert results is not None and results[0] > 0
+    assert drill is not None and drill[0] == 5, "the run was drilled under the five staged incidents"
 
     for name in DOCUMENTS:
         assert name in completed_run.documents, f"missing {name} in {sorted(completed_run.documents)}"

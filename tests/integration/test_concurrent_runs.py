@@ -57,7 +57,8 @@ def _assert_stored_whole(db: Path, folder: Path) -> None:
     assert info.status == "completed"
     assert "stored" in info.steps_done and "rendered" in info.steps_done
     for name, file_name in storage.TABLE_FILES.items():
-        on_disk = pl.read_parquet(folder / file_name).height
+        path = folder / file_name
+        on_disk = pl.read_parquet(path).height if path.is_file() else 0  # the drill's only when drilled
         assert table(db, name, run_id).height == on_disk, (run_id, name)
     assert table(db, "probes", run_id).height == PROBES
 

@@ -4,7 +4,8 @@ One real discovery on a small sandbox (every model working, so every chain is as
 writes ``docs/rotation.json`` and ``docs/litellm-router.yaml``. Then:
 
 - each purpose of ``rotation.json``, merged into a chat request body, is answered (200) by the sandbox,
-  which refuses a ``models`` array of more than three ids with OpenRouter's 400;
+  which refuses a ``models`` array of more than three ids with OpenRouter's 400; when the primary fails,
+  the next model of the array answers;
 - a ``models`` array cut from the file's full chain: three ids are accepted, four and five refused;
 - LiteLLM's ``Router`` loaded from the YAML, pointed at the sandbox (``api_base``, a placeholder key),
   gets its answer from the sandbox, and falls back along the YAML's chain when the primary fails.
@@ -123,6 +124,26 @@ def test_every_purpose_merged_into_a_request_is_answered(exported: dict[str, Any
     assert stats["chat_requests"] == 2 * len(rotation["purposes"])
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_models_array_falls_back_when_the_primary_fails(exported: dict[str, Any], stream: bool) -> None:
+    fields = exported["rotation"]["purposes"][GENERAL]
+    primary, fallback = fields["models"][0], fields["models"][1]
+    down = {"behavior": "provider_503", "ttft_ms": 5, "total_ms": 5}
+    body = {"messages": TASK.messages(), "stream": stream, **fields}
+    with _sandbox(exported, **{primary: down}) as server, _client(server) as client:
+        response = client.post("/chat/completions", json=body)
+        stats = server.stats()
+    assert response.status_code == 200, response.text
+    if stream:
+        models = {json.loads(line[6:])["model"] for line in response.text.splitlines() if line[6:7] == "{"}
+        assert models == {fallback}
+    else:
+        assert response.json()["model"] == fallback
+        assert response.json()["choices"][0]["message"]["content"] == TASK.expected
+    assert stats["per_model"] == {primary: 1, fallback: 1} and stats["fallbacks"] == 1
+    assert stats["chat_requests"] == 1 and stats["day_count"] == 1
+
+
 @pytest.mark.parametrize(("length", "status"), [(3, 200), (4, 400), (5, 400)])
 def test_a_models_array_from_the_full_chain_is_refused_beyond_three(
     exported: dict[str, Any], length: int, status: int
@@ -203,10 +224,10 @@ def test_litellm_router_falls_back_along_the_yaml_chain(
     down = {"behavior": "no_endpoints", "ttft_ms": 5, "total_ms": 5}
     with _sandbox(exported, **{chain[0]: down, chain[1]: down}) as server:
         router = _router(exported, server, monkeypatch)
-        response = router.completion(model=GENERAL, messages=TASK.messages(), num_retries=0)
+        response = router.completion(model=GENERAL, messages=TASK.messages())  # the YAML's own settings
         stats = server.stats()
     assert response.choices[0].message.content == TASK.expected
     assert response.model.endswith(chain[2])
-    assert stats["per_model"][chain[0]] >= 1 and stats["per_model"][chain[1]] >= 1
-    assert stats["per_model"][chain[2]] == 1
+    # A 404 falls back at once: each failed model was asked once, then the next.
+    assert stats["per_model"] == {chain[0]: 1, chain[1]: 1, chain[2]: 1}
     assert no_remote_hosts == []

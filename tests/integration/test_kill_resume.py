@@ -142,7 +142,11 @@ def test_sigkill_while_probing_and_while_storing_then_resume_sends_every_probe_o
             ["--resume", *args], env, log_b, python_prelude=STORE_PAUSE.format(marker=str(marker))
         )
         try:
-            wait_for(marker.exists, 120, "run B to be inside its store transaction")
+            wait_for(
+                lambda: marker.is_file() and marker.read_text() != "",
+                120,
+                "run B inside its store transaction",
+            )
         finally:
             _kill(child, log_b)
         after_b = server.stats()["per_model"]

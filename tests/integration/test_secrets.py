@@ -6,7 +6,8 @@ and a redirect to a second loopback server. Then everything the runs wrote is se
 the DuckDB file (every column of every table), the Parquet files, run.json, the reports, stdout,
 stderr and every log record, the Prefect server's logs, artifacts, flow and task runs, the Prefect
 database file and the files under the Prefect home. A second run with a wrong key and a third that
-fails on an unreachable server add the 401 path and an exception message.
+fails on an unreachable server add the 401 path and an exception message. The first run is drilled:
+the key also goes to the drill's sandboxes, through the models array and through LiteLLM.
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ def test_a_whole_run_writes_the_key_nowhere(
         "DISCOVERY_MAX_ATTEMPTS": "2",
         "DISCOVERY_BACKOFF_BASE_S": "0.05",
         "DISCOVERY_BACKOFF_MAX_S": "0.2",
+        "DISCOVERY_DRILL_MINUTE_CLEARS_S": "0.5",
     }.items():
         monkeypatch.setenv(name, value)
     models = FREE[:9]
@@ -273,8 +275,11 @@ def test_a_whole_run_writes_the_key_nowhere(
     ]
 
     monkeypatch.setenv("OPENROUTER_API_KEY", KEY)
-    assert main(["run", *args]) == 0
+    # The drill sends the key to every incident's sandbox too (each pinned to it), and through LiteLLM.
+    assert main(["run", *args, "--drill", "--drill-requests", "1"]) == 0
     (folder,) = run_folders(data)
+    drill = table(data / "discovery.duckdb", "drill", folder.name)
+    assert drill.height > 0 and "ok" in drill.get_column("outcome").to_list()  # the key was accepted
     probes = table(data / "discovery.duckdb", "probes", folder.name)
     by_model = {
         m: set(probes.filter(pl.col("model_id") == m).get_column("failure").to_list()) for m in models

@@ -26,6 +26,7 @@ def probe(
     message: str | None = None,
     sample: int = 0,
     reasoning_tokens: int | None = None,
+    reply_excerpt: str | None = None,
 ) -> ProbeResult:
     passed = failure is None
     return ProbeResult(
@@ -44,6 +45,7 @@ def probe(
         ttft_content_ms=ttft,
         total_ms=total,
         reasoning_tokens=reasoning_tokens,
+        reply_excerpt=reply_excerpt,
     )
 
 
@@ -216,3 +218,65 @@ def test_models_settled_by_the_free_signals_fail_with_the_listing_as_evidence() 
     assert by["c-private"]["root_cause"] == "privacy_excluded" and by["c-private"]["family"] == "c"
     assert by["d-probed"]["verdict"] == "working" and by["d-probed"]["root_cause"] is None
     assert by["e-left"]["verdict"] == "untested_quota"
+
+
+def test_evidence_of_an_answer_names_the_task_and_shows_the_reply() -> None:
+    from tasks.analyze_failures import evidence_of
+
+    base = {"http_status": 200, "error_code": None, "message": None, "reasoning_tokens": None}
+    wrong = evidence_of(
+        base
+        | {
+            "failure": "wrong_answer",
+            "task": "reverse_words",
+            "reply_excerpt": "elppa ananab",
+            "finish_reason": "stop",
+        }
+    )
+    assert wrong == "task reverse_words · HTTP 200: replied “elppa ananab”"
+    long_reply = " ".join(["word"] * 60)
+    clipped = evidence_of(
+        base | {"failure": "wrong_answer", "task": "arithmetic", "reply_excerpt": long_reply}
+    )
+    assert clipped.endswith("word…”") and "wor…" not in clipped  # never cut inside a word
+    empty = evidence_of(
+        base
+        | {"failure": "empty_reply", "task": "json_object", "reply_excerpt": None, "finish_reason": "stop"}
+    )
+    assert empty == "task json_object · HTTP 200: no text at all (finish_reason stop)"
+    exhausted = evidence_of(
+        base
+        | {
+            "failure": "reasoning_exhausted",
+            "task": "arithmetic",
+            "reply_excerpt": "[reasoning only] Let me think about 17 plus",
+            "finish_reason": "length",
+            "reasoning_tokens": 1024,
+        }
+    )
+    assert exhausted == (
+        "task arithmetic · HTTP 200: the reasoning used up max_tokens before any answer "
+        "(finish_reason length, 1024 reasoning tokens); the reasoning began “Let me think about 17 plus”"
+    )
+    error = evidence_of(
+        {
+            "failure": "no_endpoints",
+            "http_status": 404,
+            "error_code": "no_endpoints",
+            "message": "No endpoints found for x.",
+        }
+    )
+    assert error == "HTTP 404 · no_endpoints: No endpoints found for x."
+
+
+def test_the_root_cause_evidence_of_a_wrong_answer_is_the_reply() -> None:
+    probes = probes_frame(
+        [
+            probe("w-1", "arithmetic"),
+            probe("w-1", "json_object", failure=Failure.WRONG_ANSWER, reply_excerpt='{"city": "Oslo"}'),
+            probe("w-1", "reverse_words", failure=Failure.WRONG_ANSWER, reply_excerpt="nope"),
+        ]
+    )
+    results = analyze(probes, free_frame(["w-1"]), run_id="r")
+    evidence = results.row(0, named=True)["evidence"]
+    assert evidence == 'task json_object · HTTP 200: replied “{"city": "Oslo"}”'

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from freemodels.exports import (
+    LITELLM_ROUTER_SETTINGS,
     SANDBOX_NOTE,
     litellm_config,
     litellm_router_yaml,
@@ -214,7 +215,7 @@ def test_empty_rotation_exports_no_purposes() -> None:
     doc = rotation_json(empty, run_id="r", source="openrouter", generated_at=None)
     assert doc["purposes"] == {} and doc["chains"] == {}
     config = litellm_config(empty)
-    assert config == {"model_list": [], "router_settings": {"fallbacks": []}}
+    assert config == {"model_list": [], "router_settings": {"fallbacks": [], **LITELLM_ROUTER_SETTINGS}}
 
 
 def test_litellm_yaml_follows_the_documented_config_schema() -> None:
@@ -267,3 +268,27 @@ def test_litellm_router_loads_the_yaml() -> None:
     router = litellm.Router(model_list=config["model_list"], **config["router_settings"])
     names = {d["model_name"] for d in router.registry().all()}
     assert set(LONG_CHAINS) <= names
+
+
+def test_litellm_router_settings_use_litellms_own_names() -> None:
+    """Every key of router_settings is a parameter of LiteLLM's Router, and the per-exception keys are
+    fields of its RetryPolicy and AllowedFailsPolicy: a misspelt key would be ignored or refused."""
+    pytest.importorskip("litellm", reason="litellm is not installed (optional dependency group `litellm`)")
+    import inspect
+
+    from litellm import router as litellm_router
+    from litellm.types.router import AllowedFailsPolicy, RetryPolicy
+
+    config = yaml.safe_load(litellm_router_yaml(rotation_frame(), run_id="r"))
+    settings = config["router_settings"]
+    parameters = inspect.signature(litellm_router._router_init).parameters
+    assert set(settings) <= set(parameters)
+    assert set(settings["retry_policy"]) <= set(RetryPolicy.model_fields)
+    assert set(settings["allowed_fails_policy"]) <= set(AllowedFailsPolicy.model_fields)
+    # An account 429 waits on the same model (retries, each after retry_after) before any fallback;
+    # a 404, 5xx or timeout falls back at once.
+    assert settings["retry_policy"]["RateLimitErrorRetries"] >= 1 and settings["retry_after"] > 0
+    for name in ("NotFoundErrorRetries", "InternalServerErrorRetries", "ServiceUnavailableErrorRetries"):
+        assert settings["retry_policy"][name] == 0
+    RetryPolicy(**settings["retry_policy"])
+    AllowedFailsPolicy(**settings["allowed_fails_policy"])

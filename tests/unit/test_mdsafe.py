@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
+from freemodels.mdsafe import EMPTY, clip, finalize, md_cell, md_code, md_text
 
 COMMONMARK = MarkdownIt("commonmark").enable("table")
 # Printable text including every Markdown and HTML special character, spaces and newlines.
@@ -34,13 +34,18 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
+def _without_code(html_text: str) -> str:
+    """``html_text`` without ``<code>`` tags: addresses are shown as code, which is still the text."""
+    return html_text.replace("<code>", "").replace("</code>", "")
+
+
 def _inline_text(markdown: str) -> str:
     """The text a CommonMark renderer shows for one paragraph (tags stripped, entities decoded)."""
     rendered = COMMONMARK.render(markdown).strip()
     if not rendered:
         return ""
     assert rendered.startswith("<p>") and rendered.endswith("</p>"), rendered
-    inner = rendered[3:-4]
+    inner = _without_code(rendered[3:-4])
     assert "<" not in inner.replace("&lt;", ""), f"markup in {inner!r}"
     return html.unescape(inner)
 
@@ -58,7 +63,7 @@ def test_md_text_renders_back_to_the_same_text(text: str) -> None:
 def test_md_cell_stays_one_cell_with_the_same_text(text: str) -> None:
     table = f"| h |\n|---|\n| {md_cell(text)} |\n"
     rendered = COMMONMARK.render(table)
-    cells = re.findall(r"<td>(.*?)</td>", rendered, re.DOTALL)
+    cells = [_without_code(c) for c in re.findall(r"<td>(.*?)</td>", rendered, re.DOTALL)]
     assert len(cells) == 1, rendered
     assert "<" not in cells[0].replace("&lt;", "")
     assert html.unescape(cells[0]) == (_collapse(text) or EMPTY)
@@ -84,22 +89,38 @@ def test_hostile_text_has_no_markup_link_or_block() -> None:
     assert "<script" not in out and "<" not in out
     rendered = COMMONMARK.render(out)
     assert rendered.count("<p>") == 1
-    for tag in ("<a ", "<img", "<em>", "<strong>", "<code>", "<h1>", "<li>", "<table>", "<script"):
+    for tag in ("<a ", "<img", "<em>", "<strong>", "<h1>", "<li>", "<table>", "<script"):
         assert tag not in rendered
+    # The only code spans are the addresses, shown as they are.
+    assert re.findall(r"<code>(.*?)</code>", rendered) == [
+        "https://evil.example/x",
+        "https://evil.example/i.png",
+    ]
 
 
 @pytest.mark.parametrize(
-    ("raw", "defused"),
+    ("raw", "shown"),
     [
-        ("see https://evil.example now", "https\\://evil.example"),
-        ("go to www.evil.example", "www\\.evil.example"),
-        ("mail me@evil.example", "me\\@evil.example"),
+        ("see https://evil.example/p?q=1. Now", "see `https://evil.example/p?q=1`. Now"),
+        ("go to www.evil.example", "go to `www.evil.example`"),
+        ("mail me@evil.example", "mail `me@evil.example`"),
+        (
+            "Configure: https://openrouter.ai/settings/privacy",
+            "Configure: `https://openrouter.ai/settings/privacy`",
+        ),
     ],
 )
-def test_github_autolinks_are_defused(raw: str, defused: str) -> None:
+def test_github_autolinks_are_shown_as_code_and_read_cleanly(raw: str, shown: str) -> None:
     out = str(md_text(raw))
-    assert defused in out
+    assert out == shown and "\\:" not in out
     assert _inline_text(out) == raw
+    assert "<a " not in COMMONMARK.render(out)
+
+
+def test_arrows_and_ampersands_read_cleanly() -> None:
+    assert str(md_text("failing -> working")) == "failing -> working"
+    assert str(md_text("R&D <b>")) == "R&D &lt;b>"
+    assert str(md_text("&amp; &#60;")) == "&amp;amp; &amp;\\#60;"
 
 
 def test_pipes_are_escaped_in_cells_and_code() -> None:
@@ -136,6 +157,13 @@ def test_empty_values() -> None:
 def test_cell_is_cut_before_escaping() -> None:
     out = md_cell("[" * 50, max_len=10)
     assert out == "\\[" * 9 + "…"
+
+
+def test_a_cut_never_falls_inside_a_word() -> None:
+    text = "No endpoints found matching your data policy for this model"
+    assert str(md_cell(text, max_len=30)) == "No endpoints found matching…"
+    assert str(md_cell(text, max_len=len(text))) == text
+    assert clip("abcdefghijklmnopqrstuvwxyz tail", 10) == "abcdefghi…"  # one long word: cut inside
 
 
 def test_finalize_escapes_plain_strings_only() -> None:

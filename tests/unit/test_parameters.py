@@ -55,15 +55,25 @@ def test_deployment_defaults_and_serve_arguments_come_from_the_record() -> None:
         "budget": None,
         "suite": "standard",
         "commit_docs": False,
+        "drill": False,
     }
     with pytest.raises(ConfigError, match="not a deployment default: base_url"):
         deployment_parameters(base_url="http://x")
     assert deployment_args({"budget": 3, "commit_docs": True}) == [
         "--source", "auto", "--budget", "3", "--suite", "standard", "--commit-docs", "--liveness", "0",
     ]  # fmt: skip
+    assert "--drill" in deployment_args({"drill": True})
+    assert "--drill" not in deployment_args({"budget": 3})
     parser = argparse.ArgumentParser()
     add_deployment_options(parser)
-    assert set(vars(parser.parse_args([]))) == {"source", "budget", "suite", "commit_docs", "liveness"}
+    assert set(vars(parser.parse_args([]))) == {
+        "source",
+        "budget",
+        "suite",
+        "commit_docs",
+        "liveness",
+        "drill",
+    }
 
 
 @pytest.mark.parametrize(

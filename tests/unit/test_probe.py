@@ -123,6 +123,33 @@ def test_request_body_headers_and_auth() -> None:
     assert "response_format" not in body
 
 
+def test_a_models_array_is_sent_and_the_model_that_served_is_kept() -> None:
+    seen: list[dict[str, object]] = []
+    fallback = "other/model:free"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return sse_response([chunk(ARITH.expected, finish="stop", model=fallback), DONE])
+
+    async def go() -> AttemptOutcome:
+        settings = make_settings()
+        async with build_http_client(
+            settings, base_url=BASE, api_key=KEY, transport=httpx.MockTransport(handler)
+        ) as client:
+            return await probe_attempt(
+                client, run_id="r1", spec=SPEC, task=ARITH, settings=settings, attempt=1,
+                models=(SPEC.model_id, fallback),
+            )  # fmt: skip
+
+    outcome = run(go())
+    assert seen[0]["model"] == SPEC.model_id and seen[0]["models"] == [SPEC.model_id, fallback]
+    assert outcome.result.passed and outcome.served_model == fallback
+    # Without a models array the body has none, and a response without `model` names none.
+    assert "models" not in build_request_body(SPEC, ARITH, make_settings(), cost_guard=False)
+    plain = run(attempt(lambda _: sse_response([chunk(ARITH.expected, finish="stop"), DONE])))
+    assert plain.served_model is None
+
+
 def test_no_cost_guard_for_other_servers() -> None:
     body = build_request_body(SPEC, ARITH, make_settings(max_tokens=64), cost_guard=False)
     assert "provider" not in body and body["max_tokens"] == 64

@@ -335,3 +335,32 @@ def test_rank_task_tiers_and_uses_the_probes_providers() -> None:
     assert tiers_of(tiered) == {"a-1": ULTRA_FAST, "b-1": ULTRA_FAST, "c-1": ULTRA_FAST}
     assert chain(rotation, GENERAL) == ["a-1", "c-1", "b-1"]
     assert rotation.get_column("run_id").unique().to_list() == ["r9"]
+
+
+def test_passed_over_says_why_a_better_model_is_not_next() -> None:
+    from tasks.rank import PassedOver, diverse_chain, passed_over
+
+    def c(model_id: str, family: str, provider: str, p50: float) -> Candidate:
+        return Candidate(
+            model_id=model_id,
+            family=family,
+            tier=ULTRA_FAST,
+            success_rate=1.0,
+            p50_total_ms=p50,
+            provider=provider,
+        )
+
+    pool = [
+        c("a", "f", "P", 100.0),
+        c("b", "f", "Q", 200.0),
+        c("c", "g", "P", 300.0),
+        c("d", "h", "R", 400.0),
+    ]
+    chain = [x.model_id for x in diverse_chain(pool)]
+    assert chain == ["a", "d", "c", "b"]
+    assert passed_over(chain, pool) == [
+        PassedOver("b", 200.0, 1.0, rank=2, placed="d", reason="family", shared="f", shared_with="a"),
+        PassedOver("c", 300.0, 1.0, rank=2, placed="d", reason="provider", shared="P", shared_with="a"),
+    ]
+    # A chain in plain quality order passes over nobody.
+    assert passed_over(["a", "b"], pool[:2]) == []

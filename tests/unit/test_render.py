@@ -21,6 +21,7 @@ import pytest
 import yaml
 from markdown_it import MarkdownIt
 
+from freemodels import storage
 from freemodels.errors import RunNotFoundError, StorageError
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.records import (
@@ -32,25 +33,23 @@ from freemodels.records import (
     RUNS_SCHEMA,
     Verdict,
 )
+from freemodels.storage import HISTORY_SCHEMA, ReportData
 from tasks.rank import assign_tiers, build_rotation
 from tasks.render import (
     AVAILABILITY_CHART,
     CAPABILITY_MATRIX,
     EXECUTIVE_SUMMARY,
     FINAL_REPORT,
-    HISTORY_SCHEMA,
     INDEX,
     LATENCY_CHART,
     LITELLM_YAML,
     ROOT_CAUSES,
     ROTATION_JSON,
     TREND_CHART,
-    ReportData,
-    load_report_data,
+    ReportOptions,
+    render_all,
     render_and_write,
     render_documents,
-    summary_markdown,
-    tiers_table,
     write_documents,
 )
 from tests.unit.test_render_state import (
@@ -188,23 +187,26 @@ def test_final_report_tiers_every_working_model_with_statistics(
     too_few = sections["Too few samples"]
     assert "`qwen/qwen3-8b:free`" in too_few and "67 % (2/3)" in too_few
     # P50/P90 of total and TTFT, success with passed/n, answers, and the reasoning flag.
-    row = next(line for line in report.splitlines() if "`deepseek/deepseek-r1:free` | slow" in line)
-    assert row.split(" | ")[2:] == [
+    row = next(line for line in report.splitlines() if "`deepseek/deepseek-r1:free` | Chutes | slow" in line)
+    assert row.split(" | ")[3:] == [
         "21.00 s",
-        "29.40 s",
+        "— (n=3)",  # three answers: a P90 needs ten
         "6.30 s",
-        "9.45 s",
+        "— (n=3)",
         "16.80 s",
         "100 % (3/3)",
         "3",
         "3/3",
         "reasoning (answer only in reasoning) |",
     ]
+    shown = render_documents(fixed_report_data(), ReportOptions(min_answers_for_tail=3))[FINAL_REPORT]
+    row = next(line for line in shown.splitlines() if "`deepseek/deepseek-r1:free` | Chutes | slow" in line)
+    assert row.split(" | ")[4] == "29.40 s" and row.split(" | ")[6] == "9.45 s"
 
 
 def test_headline_numbers_and_change(documents: dict[str, str]) -> None:
     summary = documents[EXECUTIVE_SUMMARY]
-    assert f"| Free models | {COUNTS['n_free']} |" in summary
+    assert f"| Free models | {COUNTS['free']} |" in summary
     assert "| Working | 7 (+ 1 degraded) |" in summary
     assert "`meta-llama/llama-3.2-3b-instruct:free`: P50 0.90 s" in summary
     assert "| Change since the previous run (2026-10-01) | free +1, working −1 |" in summary
@@ -290,7 +292,7 @@ def test_models_left_untested_are_explained_and_no_lifecycle_status_is_printed()
     # The documents are written before the run's last steps: no "status" they could contradict.
     for name in MARKDOWN:
         assert "status **" not in docs[name]
-    free, tested = COUNTS["n_free"], COUNTS["n_tested"]
+    free, tested = COUNTS["free"], COUNTS["tested"]
     coverage = (
         f"| Coverage | {tested} of {free} free models judged (1 from its listing alone), "
         "1 left untested by the daily quota |"
@@ -303,8 +305,9 @@ def test_a_run_that_tested_everything_says_so() -> None:
     for row in state["results"]:
         if row["verdict"] == "untested_quota":
             row["verdict"] = "failing"
+    state["history"][-1]["tested"] += 1  # what the read path counts for the run
     docs = render_documents(report_data_from(state))
-    assert f"all {COUNTS['n_free']} free models judged" in docs[EXECUTIVE_SUMMARY]
+    assert f"all {COUNTS['free']} free models judged" in docs[EXECUTIVE_SUMMARY]
     assert "left untested" not in docs[EXECUTIVE_SUMMARY]
 
 
@@ -414,8 +417,8 @@ def test_hostile_strings_survive_the_exports_and_charts(hostile_pair) -> None:
 
 
 def test_summary_markdown_has_no_relative_links() -> None:
-    text = summary_markdown(fixed_report_data())
-    assert f"| Free models | {COUNTS['n_free']} |" in text
+    text = render_all(fixed_report_data()).summary_markdown
+    assert f"| Free models | {COUNTS['free']} |" in text
     assert "- `rotation.json`: merge" in text and "- `litellm-router.yaml`: load it" in text
     assert ".md)" not in text and ".svg)" not in text and ".json)" not in text
 
@@ -435,19 +438,19 @@ def test_rotation_exports_cap_models_and_say_how_to_use_them(documents: dict[str
 
 def test_the_models_limit_reaches_every_render() -> None:
     data = fixed_report_data()
-    documents = render_documents(data, models_limit=2)
+    rendered = render_all(data, ReportOptions(models_limit=2))
+    documents = rendered.documents
     rotation = json.loads(documents[ROTATION_JSON])
     assert rotation["models_limit"] == 2
     assert all(len(f["models"]) <= 2 for f in rotation["purposes"].values())
     assert "at most 2 ids" in documents[EXECUTIVE_SUMMARY]
-    assert "at most 2 ids" in summary_markdown(data, models_limit=2)
+    assert "at most 2 ids" in rendered.summary_markdown
 
 
 def test_report_command_renders_with_the_models_limit_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.runner import render_reports
-    from freemodels import storage
 
     data = fixed_report_data()
     (tmp_path / "data").mkdir()
@@ -462,20 +465,21 @@ def test_report_command_renders_with_the_models_limit_setting(
 
 
 def test_tiers_table_rows() -> None:
-    rows = tiers_table(fixed_report_data())
+    rows = render_all(fixed_report_data()).tiers
     assert [r["model"] for r in rows] == [*WORKING, PARTIAL_ID, "qwen/qwen3-8b:free"]
     assert rows[0] == {
         "model": "meta-llama/llama-3.2-3b-instruct:free",
+        "provider": "Together",
         "tier": "ultra-fast",
         "p50_total": "0.90 s",
-        "p90_total": "1.26 s",
+        "p90_total": "— (n=3)",  # three answers: no P90 below ten
         "p50_ttft": "0.27 s",
-        "p90_ttft": "0.41 s",
         "success": "100 %",
         "n": 3,
-        "reasoning": "no",
     }
     assert rows[-1]["tier"] == "too few samples"
+    shown = render_all(fixed_report_data(), ReportOptions(min_answers_for_tail=3)).tiers
+    assert shown[0]["p90_total"] == "1.26 s"
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -527,6 +531,7 @@ def _store(
         "rotation": data.rotation,
         "changes": data.changes,
         "endpoints": data.endpoints,
+        "drill": data.drill,
     }
     # The previous run has the same catalog and results (so history counts can be checked).
     frames["catalog"] = pl.concat(
@@ -563,14 +568,19 @@ def _store(
         con.unregister("frame")
 
 
-def test_load_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
+def test_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
     data = fixed_report_data()
     later = {**data.run, "run_id": "later", "started_at": STARTED + timedelta(days=30)}
-    other = {**data.run, "run_id": "other", "source": "openrouter", "started_at": STARTED}
+    other = {
+        **data.run,
+        "run_id": "other",
+        "source": "openrouter",
+        "started_at": STARTED - timedelta(minutes=1),
+    }
     old = {**data.run, "run_id": OLD_RUN_ID, "started_at": datetime(2026, 9, 1, tzinfo=UTC)}
-    with duckdb.connect(str(tmp_path / "d.duckdb")) as con:
-        _store(con, data, extra_runs=[later, other, old])
-        loaded = load_report_data(con, RUN_ID)
+    with storage.connect(tmp_path / "d.duckdb") as con:  # the migrated schema
+        _store(con, data, extra_runs=[later, other, old], into_existing=True)
+        loaded = storage.report_data(con, RUN_ID)
         assert loaded.run["run_id"] == RUN_ID
         assert loaded.run["started_at"] == STARTED
         assert loaded.catalog.equals(data.catalog.sort("model_id"))
@@ -581,36 +591,72 @@ def test_load_report_data_reads_one_run_and_the_history(tmp_path: Path) -> None:
         assert loaded.changes.schema == pl.Schema(CHANGES_SCHEMA)
         assert loaded.endpoints is not None and data.endpoints is not None
         assert loaded.endpoints.height == data.endpoints.height > 0
+        assert loaded.drill is not None and loaded.drill.height == data.drill.height  # type: ignore[union-attr]
         assert loaded.previous_run is not None and loaded.previous_run["run_id"] == PREV_RUN_ID
         history = loaded.history
         assert history.schema == pl.Schema(HISTORY_SCHEMA)
-        assert history.get_column("run_id").to_list() == [OLD_RUN_ID, PREV_RUN_ID, RUN_ID, "other"]
+        # Runs up to this one (another source's too), never a later one.
+        assert history.get_column("run_id").to_list() == [OLD_RUN_ID, PREV_RUN_ID, "other", RUN_ID]
         current = history.filter(pl.col("run_id") == RUN_ID).row(0, named=True)
-        assert current == {**current, **COUNTS} and COUNTS["n_working"] == 7
-        assert history.filter(pl.col("run_id") == OLD_RUN_ID)["n_catalog"].item() == 0
+        assert current == {**current, **COUNTS} and COUNTS["working"] == 7
+        assert history.filter(pl.col("run_id") == OLD_RUN_ID)["catalog_size"].item() == 0
         # Free models over time: the two runs' snapshots, up to this run.
         assert loaded.availability is not None
         assert [d.isoformat() for d in loaded.availability.observed] == sorted(
             {data.previous_run["started_at"].date().isoformat(), STARTED.date().isoformat()}  # type: ignore[index]
         )
-        assert sum(1 for m in loaded.availability.models if m.free_now) == COUNTS["n_free"]
-        # The documents render from what was loaded.
-        assert f"| Free models | {COUNTS['n_free']} |" in render_documents(loaded)[EXECUTIVE_SUMMARY]
+        assert sum(1 for m in loaded.availability.models if m.free_now) == COUNTS["free"]
+        # The documents render from what was loaded; what does not depend on the history is the same.
+        from_db, from_frames = render_documents(loaded), render_documents(data)
+        assert f"| Free models | {COUNTS['free']} |" in from_db[EXECUTIVE_SUMMARY]
+        for name in (ROOT_CAUSES, CAPABILITY_MATRIX, ROTATION_JSON, LITELLM_YAML):
+            assert from_db[name] == from_frames[name], name
 
         written = render_and_write(con, RUN_ID, tmp_path / "docs")
         names = {p.relative_to((tmp_path / "docs").resolve()).as_posix() for p in written}
         assert {INDEX, FINAL_REPORT, f"history/2026-11/{FINAL_REPORT}"} <= names
 
-        # Without stored changes the previous run is the latest earlier one of the same source.
+        # Without stored changes the previous run is the latest earlier completed one of the same source.
         con.execute("DELETE FROM changes")
-        assert load_report_data(con, RUN_ID).previous_run["run_id"] == PREV_RUN_ID  # type: ignore[index]
+        assert storage.report_data(con, RUN_ID).previous_run["run_id"] == PREV_RUN_ID  # type: ignore[index]
         with pytest.raises(RunNotFoundError):
-            load_report_data(con, "missing")
+            storage.report_data(con, "missing")
 
 
-def test_load_report_data_reports_missing_tables(tmp_path: Path) -> None:
+def test_report_data_reports_missing_tables(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as con, pytest.raises(StorageError):
-        load_report_data(con, RUN_ID)
+        storage.report_data(con, RUN_ID)
+
+
+def test_free_tested_and_previous_have_one_definition(tmp_path: Path) -> None:
+    """The counts the reports show come from the read path's history query, whose definitions of
+    free (not a router) and tested (working, degraded, failing) are the only ones."""
+    data = fixed_report_data()
+    with storage.connect(tmp_path / "d.duckdb") as con:
+        _store(con, data, extra_runs=[], into_existing=True)
+        row = storage.history(con).filter(pl.col("run_id") == RUN_ID).row(0, named=True)
+    free = data.catalog.filter(pl.col("is_free") & ~pl.col("is_router"))
+    assert row["free"] == free.height
+    tested = data.model_results.filter(pl.col("verdict").is_in(storage.TESTED_VERDICTS))
+    assert row["tested"] == tested.height
+    # A router marked free in a catalog is not a free model, here or in the reports.
+    assert data.catalog.filter(pl.col("is_router") & pl.col("is_free")).height >= 1
+
+
+def test_the_context_is_built_once_per_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.render as render
+
+    calls: list[str] = []
+    real = render.build_context
+
+    def counting(*args: object, **kwargs: object) -> dict[str, object]:
+        calls.append("built")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render, "build_context", counting)
+    rendered = render.render_all(fixed_report_data())
+    assert calls == ["built"]
+    assert rendered.summary_markdown and rendered.tiers and len(rendered.documents) == 11
 
 
 # --- scale -------------------------------------------------------------------------------------
@@ -669,10 +715,10 @@ def test_renders_120_monthly_runs_of_100_models() -> None:
                 "started_at": at,
                 "source": "sandbox",
                 "status": "completed",
-                "n_catalog": 300 + m,
-                "n_free": 80 + m % 20,
-                "n_tested": 80,
-                "n_working": 40 + m % 10,
+                "catalog_size": 300 + m,
+                "free": 80 + m % 20,
+                "tested": 80,
+                "working": 40 + m % 10,
             }
             for m, at in enumerate(months)
         ],
@@ -742,3 +788,144 @@ def test_a_candidate_without_a_free_variant_is_not_listed_as_a_wrong_id() -> Non
     assert "minimax-m2" not in wrong
     ended = _sections(rca)[FAILURE_INFO[Failure.FREE_VARIANT_ENDED].title]
     assert "`minimax/minimax-m2:free`" in ended and "paid slug minimax/minimax-m2" in ended
+
+
+# --- what a decision-maker reads -----------------------------------------------------------------
+
+
+def test_tiers_and_rotation_tables_show_the_provider(documents: dict[str, str]) -> None:
+    report = documents[FINAL_REPORT]
+    assert "| `meta-llama/llama-3.2-3b-instruct:free` | Together | ultra-fast | 0.90 s |" in report
+    rotation = _sections(report, "## ")["Rotation"]
+    assert "| 2 | `google/gemma-3-27b-it:free` | google/gemma | Google AI Studio | fast |" in rotation
+    summary = documents[EXECUTIVE_SUMMARY]
+    assert "| `meta-llama/llama-3.2-3b-instruct:free` | Together | 0.90 s | 100 % |" in summary
+
+
+def test_a_faster_model_passed_over_for_diversity_is_explained(documents: dict[str, str]) -> None:
+    rotation = _sections(documents[FINAL_REPORT], "## ")["Rotation"]
+    assert (
+        "`meta-llama/llama-3.3-70b-instruct:free` (P50 1.50 s): same family as "
+        "`meta-llama/llama-3.2-3b-instruct:free`"
+    ) in rotation
+    assert (
+        "is not at rank 2: its family `meta-llama/llama` is already in the chain"
+        in documents[EXECUTIVE_SUMMARY]
+    )
+
+
+def test_purposes_with_the_same_chain_are_shown_once_naming_them_all(documents: dict[str, str]) -> None:
+    data = fixed_report_data()
+    chains = {
+        p: data.rotation.filter(pl.col("purpose") == p).sort("rank").get_column("model_id").to_list()
+        for p in ("general", "json")
+    }
+    assert chains["general"] == chains["json"]  # the fixed state has two purposes with one chain
+    headings = _sections(documents[FINAL_REPORT])
+    assert "General: most reliable, then fastest; JSON output (passed the JSON task)" in headings
+    assert "JSON output (passed the JSON task)" not in headings
+    summary_rows = [line for line in documents[EXECUTIVE_SUMMARY].splitlines() if "JSON output" in line]
+    assert len(summary_rows) == 1  # one table row for both purposes
+
+
+def test_evidence_names_the_task_shows_the_reply_and_is_headed_for_the_source() -> None:
+    docs = render_documents(fixed_report_data())
+    rca = docs[ROOT_CAUSES]
+    assert "Evidence (the sandbox's message, or the task and the reply)" in rca
+    assert "task arithmetic · HTTP 200: replied “The reversed words are: glade harbor island”" in rca
+    assert "(finish_reason length, 1024 reasoning tokens)" in rca
+    for source, heading in (("openrouter", "OpenRouter's message"), ("base_url", "the server's message")):
+        assert (
+            f"Evidence ({heading}, or the task and the reply)"
+            in render_documents(fixed_report_data(source=source))[ROOT_CAUSES]
+        )
+
+
+def test_evidence_is_never_cut_inside_a_word(documents: dict[str, str]) -> None:
+    for name in (ROOT_CAUSES, FINAL_REPORT):
+        for line in documents[name].splitlines():
+            for cell in line.split(" | "):
+                if cell.endswith("…"):
+                    assert cell[-2] != " " and (len(cell) < 3 or not cell[-2].isalnum() or " " in cell), cell
+    text = documents[ROOT_CAUSES]
+    cut = next(line for line in text.splitlines() if "reasoning-exhausted" in line and "…" in line)
+    assert "carrying…" in cut  # the excerpt ends with a whole word
+
+
+def test_fewest_answers_for_a_tier_is_explained_where_it_appears(documents: dict[str, str]) -> None:
+    report = documents[FINAL_REPORT]
+    row = next(line for line in report.splitlines() if line.startswith("| Fewest answers for a tier |"))
+    assert 'listed under "too few samples" instead of a speed tier' in row
+    assert (
+        "fewer answered probes than a tier needs (fewest answers for a tier: 3)"
+        in _sections(report)["Too few samples"]
+    )
+
+
+def test_the_trend_chart_tells_runs_of_one_day_apart() -> None:
+    state = fixed_state()
+    later = {
+        **state["history"][-1],
+        "run_id": "2026-11-01T18-30-00Z-sandbox",
+        "started_at": STARTED.replace(hour=18, minute=30),
+    }
+    state["history"].insert(
+        -1, {**state["history"][-2], "run_id": "same-day", "started_at": STARTED.replace(hour=1)}
+    )
+    state["history"].append(later)
+    state["run"] = {**state["run"], "run_id": later["run_id"], "started_at": later["started_at"]}
+    svg = render_documents(report_data_from(state))[TREND_CHART]
+    labels = [el.text for el in ET.fromstring(svg).iter() if el.text and el.text.startswith("2026-")]
+    assert "2026-11-01 01:00" in labels and "2026-11-01 06:00" in labels and "2026-11-01 18:30" in labels
+    assert "2026-10-01" in labels  # a run alone on its day keeps the date alone
+
+
+def test_the_raw_markdown_reads_cleanly() -> None:
+    note = "Configure your privacy at https://openrouter.ai/settings/privacy & retry: failing -> working"
+    docs = render_documents(fixed_report_data(notes=[note]))
+    for name in MARKDOWN:
+        assert "https\\:" not in docs[name] and "\\:" not in docs[name], name
+        assert "&gt;" not in docs[name] and "-&gt;" not in docs[name], name
+    assert "`https://openrouter.ai/settings/privacy` & retry: failing -> working" in docs[EXECUTIVE_SUMMARY]
+    assert "(failing -> working)" in docs[EXECUTIVE_SUMMARY]
+
+
+def test_the_artifact_has_no_github_only_syntax_and_narrow_tables() -> None:
+    rendered = render_all(fixed_report_data(notes=["A note."]))
+    summary = rendered.summary_markdown
+    assert "[!WARNING]" not in summary and "[!NOTE]" not in summary
+    assert "> **Warning:** **Sandbox data, not real measurements.**" in summary
+    assert "> **Note:** A note." in summary
+    widest = max(_unescaped_pipes(line) - 1 for line in summary.splitlines() if line.startswith("|"))
+    assert widest <= 5, "a table too wide for the artifact page"
+    assert "- **General: most reliable, then fastest; JSON output (passed the JSON task)**: " in summary
+    assert len(rendered.tiers[0]) <= 8
+    # The documents keep GitHub's alerts.
+    assert "> [!WARNING]" in rendered.documents[EXECUTIVE_SUMMARY]
+
+
+def test_the_drill_figures_are_the_drill_tables_summary() -> None:
+    from freemodels.drill import summarise
+
+    data = fixed_report_data()
+    docs = render_documents(data)
+    summary = summarise(data.drill, tail_min_answers=10)  # type: ignore[arg-type]
+    storm = summary.filter((pl.col("incident") == "upstream_429_storm") & (pl.col("client") == "litellm"))
+    rotation = storm.filter(pl.col("arm") == "rotation").row(0, named=True)
+    p50, p95 = rotation["p50_ms"] / 1000, rotation["p95_ms"] / 1000
+    cell = f"{rotation['success_rate'] * 100:.0f} %, {p50:.2f} s, P95 {p95:.2f} s"
+    lines = docs[EXECUTIVE_SUMMARY].splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("| The primary's upstream 429 storm |"))
+    assert lines[start + 1].startswith("|  | LiteLLM router | " + cell + " |")
+    detail = _sections(docs[FINAL_REPORT])["The primary's upstream 429 storm"]
+    line = next(x for x in detail.splitlines() if x.startswith("| LiteLLM router | rotation |"))
+    assert (
+        f"| {rotation['attempts_per_request']:.1f} |" in line and "`google/gemma-3-27b-it:free` (10)" in line
+    )
+
+
+def test_a_run_without_a_drill_says_how_to_drill_it() -> None:
+    data = fixed_report_data()
+    docs = render_documents(ReportData(**{**_fields(data), "drill": None}))
+    assert "_Not drilled in this run. `discovery drill`" in docs[EXECUTIVE_SUMMARY]
+    assert "## The rotation in use" in docs[FINAL_REPORT]

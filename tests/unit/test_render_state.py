@@ -17,21 +17,24 @@ import polars as pl
 
 from freemodels.availability import AVAILABILITY_DAYS_SCHEMA, Availability, summarize
 from freemodels.changes import CHANGE_KINDS
+from freemodels.drill import STAGED_INCIDENTS, DrillArm, DrillClient, Incident
 from freemodels.failures import FAILURE_INFO, Failure
 from freemodels.listings import NO_ENDPOINTS_EVIDENCE
 from freemodels.records import (
     ANSWER_IN_REASONING,
     CATALOG_SCHEMA,
     CHANGES_SCHEMA,
+    DRILL_SCHEMA,
     ENDPOINTS_SCHEMA,
     MODEL_RESULTS_SCHEMA,
     PROBES_SCHEMA,
     RUNS_SCHEMA,
     Verdict,
 )
+from freemodels.storage import HISTORY_SCHEMA, ReportData
 from freemodels.suite import TASKS
 from tasks.rank import TIERS, TOO_FEW_SAMPLES, assign_tiers, build_rotation, providers_from_probes
-from tasks.render import CHANGE_LABELS, HISTORY_SCHEMA, ReportData
+from tasks.render import CHANGE_LABELS
 
 RUN_ID = "2026-11-01T06-00-00Z-sandbox"
 PREV_RUN_ID = "2026-10-01T06-00-00Z-sandbox"
@@ -134,6 +137,24 @@ def _catalog_row(model_id: str, family: str, **overrides: Any) -> dict[str, Any]
     return row
 
 
+_FINISH: dict[Failure | None, str] = {
+    Failure.WRONG_ANSWER: "stop",
+    Failure.EMPTY_REPLY: "stop",
+    Failure.REASONING_EXHAUSTED: "length",
+}
+
+
+def _excerpt(failure: Failure | None, reply: str | None) -> str | None:
+    """What the probe kept of the reply: the answer, or for an answer that failed, what it held."""
+    if failure is None:
+        return reply
+    if failure is Failure.WRONG_ANSWER:
+        return reply or "The reversed words are: glade harbor island"
+    if failure is Failure.REASONING_EXHAUSTED:
+        return "[reasoning only] " + (reply or "Let me add the two numbers digit by digit, carrying the one")
+    return None
+
+
 def _probe(
     model_id: str,
     family: str,
@@ -166,14 +187,14 @@ def _probe(
         "ttft_content_ms": None if total_ms is None else total_ms * 0.4,
         "total_ms": total_ms if failure is None else None,
         "completion_tokens": 12,
-        "reasoning_tokens": 0,
-        "finish_reason": "stop" if failure is None else None,
+        "reasoning_tokens": 1024 if failure is Failure.REASONING_EXHAUSTED else 0,
+        "finish_reason": _FINISH.get(failure, "stop" if failure is None else None),
         "generation_id": None,
         "provider": provider,
         "cache_status": None,
         "cost": 0.0,
         "retry_after_s": None,
-        "reply_excerpt": reply if failure is None else None,
+        "reply_excerpt": _excerpt(failure, reply),
         "server_ttft_ms": None,
         "server_total_ms": None,
         "answer_channel": answer_channel if failure in (None, Failure.WRONG_ANSWER) else None,
@@ -387,7 +408,9 @@ def fixed_state(
                 probes.append(_probe(model_id, family, task, attempt=1, failure=failure, message=evidence))
                 probes.append(_probe(model_id, family, task, attempt=2, failure=failure, message=evidence))
             else:
-                probes.append(_probe(model_id, family, task, failure=failure, message=evidence))
+                probes.append(
+                    _probe(model_id, family, task, failure=failure, message=evidence, reply=hostile)
+                )
         results.append(
             _result(
                 model_id,
@@ -485,20 +508,20 @@ def fixed_state(
             "started_at": datetime(2026, 9, 1, 6, 0, tzinfo=UTC),
             "source": source,
             "status": "completed",
-            "n_catalog": 320,
-            "n_free": len(free) - 2,
-            "n_tested": 24,
-            "n_working": 9,
+            "catalog_size": 320,
+            "free": len(free) - 2,
+            "tested": 24,
+            "working": 9,
         },
         {
             "run_id": PREV_RUN_ID,
             "started_at": datetime(2026, 10, 1, 6, 0, tzinfo=UTC),
             "source": source,
             "status": "completed",
-            "n_catalog": 322,
-            "n_free": len(free) - 1,
-            "n_tested": 20,
-            "n_working": 8,
+            "catalog_size": 322,
+            "free": len(free) - 1,
+            "tested": 20,
+            "working": 8,
         },
     ]
     history.append(
@@ -507,10 +530,10 @@ def fixed_state(
             "started_at": STARTED,
             "source": source,
             "status": "completed",
-            "n_catalog": len(catalog),
-            "n_free": len(free),
-            "n_tested": len(tested),
-            "n_working": sum(1 for r in results if r["verdict"] == "working"),
+            "catalog_size": len(catalog),
+            "free": len(free),
+            "tested": len(tested),
+            "working": sum(1 for r in results if r["verdict"] == "working"),
         }
     )
     base_url = {
@@ -530,7 +553,14 @@ def fixed_state(
         "prefect_flow_run_id": "6f1c2d3e-0000-4000-8000-000000000001",
         "catalog_fetched_at": STARTED + timedelta(seconds=2),
         "suite_version": "std-3.1",
-        "settings_json": '{"min_samples_for_tier": 3, "samples_per_task": 1, "max_tokens": 1024}',
+        "settings_json": json.dumps(
+            {
+                "min_samples_for_tier": 3,
+                "samples_per_task": 1,
+                "max_tokens": 1024,
+                "drill_minute_clears_s": 20,
+            }
+        ),
         "notes": json.dumps(notes or []),
     }
     previous = {
@@ -548,13 +578,93 @@ def fixed_state(
         "history": history,
         "previous": previous,
         "endpoints": endpoints,
+        "drill": _drill_rows(mid, hostile),
     }
+
+
+DRILL_PRIMARY = "meta-llama/llama-3.2-3b-instruct:free"
+DRILL_SECOND = "google/gemma-3-27b-it:free"
+DRILL_REQUESTS = 10
+
+
+def _drill_rows(mid: Any, hostile: str | None) -> list[dict[str, Any]]:
+    """A drill of the general rotation with every staged incident, both clients and every arm, shaped
+    like what the clients did in real drills: the rotation answers everything, the primary alone
+    does not survive the storm or the ended variant, the account's minute is waited out."""
+    rows: list[dict[str, Any]] = []
+    routed = list(WORKING)
+    for incident in STAGED_INCIDENTS:
+        for client in DrillClient:
+            litellm = client is DrillClient.LITELLM
+            for arm in DrillArm:
+                for seq in range(1, DRILL_REQUESTS + 1):
+                    latency = 900.0 + 10 * seq + (15 if litellm else 0)
+                    by, outcome, failure, attempts, status = DRILL_PRIMARY, "ok", None, 1, 200
+                    if arm is DrillArm.FREE_ROUTER:
+                        by = routed[seq % len(routed)]
+                    if incident is Incident.UPSTREAM_429_STORM and arm is not DrillArm.FREE_ROUTER:
+                        failure = Failure.RATE_LIMIT_UPSTREAM.value
+                        if arm is DrillArm.ROTATION:
+                            by = DRILL_SECOND
+                            if litellm and seq == 1:
+                                latency, attempts = 25_400.0, 4
+                            elif not litellm:
+                                latency += 120
+                            else:
+                                failure = None
+                        else:
+                            by, outcome, status, latency = None, "error", 429, 3000.0
+                            attempts = 3 if not litellm or seq == 1 else 0
+                    if (
+                        incident is Incident.FREE_VARIANT_ENDED
+                        and arm is not DrillArm.FREE_ROUTER
+                        and seq > 5
+                    ):
+                        failure, status = Failure.FREE_VARIANT_ENDED.value, 404
+                        if arm is DrillArm.ROTATION:
+                            by, status = DRILL_SECOND, 200
+                        else:
+                            by, outcome, latency = None, "error", 60.0
+                    if incident is Incident.ACCOUNT_MINUTE_LIMIT and seq == 1:
+                        failure, attempts = Failure.RATE_LIMIT_ACCOUNT.value, 2
+                        latency = 25_200.0 if litellm else 20_050.0
+                    if (
+                        incident is Incident.PROVIDER_5XX_BURST
+                        and arm is not DrillArm.FREE_ROUTER
+                        and seq <= 3
+                    ):
+                        failure = Failure.PROVIDER_ERROR.value
+                        if arm is DrillArm.ROTATION:
+                            by, attempts = DRILL_SECOND, (2 if litellm else 1)
+                        elif litellm:
+                            by, outcome, status, latency = None, "error", 502, 40.0
+                        else:
+                            attempts, latency = 2, 1400.0
+                    rows.append(
+                        {
+                            "run_id": RUN_ID,
+                            "client": client.value,
+                            "arm": arm.value,
+                            "incident": incident.value,
+                            "purpose": "general",
+                            "seq": seq,
+                            "started_at": STARTED + timedelta(minutes=8, seconds=seq),
+                            "outcome": outcome,
+                            "failure": failure,
+                            "http_status": status,
+                            "answered_by": mid(by) if by else None,
+                            "latency_ms": None if outcome == "error" else latency,
+                            "attempts": attempts,
+                            "message": (hostile or "Provider returned error") if outcome == "error" else None,
+                        }
+                    )
+    return rows
 
 
 def state_counts() -> dict[str, int]:
     """The current run's counts in the fixed state (its history row): catalog, free, tested, working."""
     row = fixed_state()["history"][-1]
-    return {k: row[k] for k in ("n_catalog", "n_free", "n_tested", "n_working")}
+    return {k: row[k] for k in ("catalog_size", "free", "tested", "working")}
 
 
 def availability_from(state: dict[str, Any]) -> Availability:
@@ -590,6 +700,7 @@ def report_data_from(state: dict[str, Any]) -> ReportData:
         previous_run=state["previous"],
         endpoints=pl.DataFrame(state["endpoints"], schema=ENDPOINTS_SCHEMA),
         availability=availability_from(state),
+        drill=pl.DataFrame(state["drill"], schema=DRILL_SCHEMA),
     )
 
 

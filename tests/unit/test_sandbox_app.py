@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -331,15 +332,117 @@ async def test_three_or_fewer_models_are_served_by_the_first(length: int) -> Non
     assert stats["per_model"] == {GEMMA: 2} and stats["chat_requests"] == 2
 
 
-async def test_models_without_model_and_an_unlisted_first_id() -> None:
+async def test_models_without_model_and_an_unlisted_id() -> None:
     async with sandbox(_three_ok()) as client:
         served = await client.post(
             "/chat/completions", json={"models": [LLAMA], "messages": ARITHMETIC.messages()}
         )
-        unlisted = await chat(client, LLAMA, models=["acme/fake-1.0", LLAMA])
+        unlisted_first = await chat(client, LLAMA, models=["acme/fake-1.0", LLAMA])
+        unlisted_only = await chat(client, LLAMA, models=["acme/fake-1.0"])
     assert served.status_code == 200 and served.json()["model"] == LLAMA
-    assert unlisted.status_code == 400
-    assert unlisted.json()["error"]["message"] == "acme/fake-1.0 is not a valid model ID"
+    # An id OpenRouter does not know is an error like any other: the next model answers.
+    assert unlisted_first.status_code == 200 and unlisted_first.json()["model"] == LLAMA
+    assert unlisted_only.status_code == 400
+    assert unlisted_only.json()["error"]["message"] == "acme/fake-1.0 is not a valid model ID"
+
+
+# --------------------------------------------------------------------------------------------------
+# the models fallback array
+
+
+async def test_models_falls_back_on_an_error_and_names_the_model_that_served() -> None:
+    scenario = {
+        "models": {
+            LLAMA: {"ttft_ms": 150, "total_ms": 150, "behavior": "upstream_429"},
+            GEMMA: {**FAST, "behavior": "provider_503"},
+            QWEN: {**FAST, "behavior": "ok"},
+        }
+    }
+    async with sandbox(scenario) as client:
+        started = time.monotonic()
+        response = await chat(client, LLAMA, models=[LLAMA, GEMMA, QWEN])
+        elapsed = time.monotonic() - started
+        streamed = await chat(client, LLAMA, stream=True, models=[LLAMA, QWEN])
+        stats = (await client.get("/_sandbox/stats")).json()
+    assert response.status_code == 200
+    assert response.json()["model"] == QWEN
+    assert response.json()["choices"][0]["message"]["content"] == ARITHMETIC.expected
+    # The answer waits for the failed models' errors first (150 ms, then 4 ms), as a real walk does.
+    assert elapsed >= 0.15
+    chunks = [obj for kind, obj in parse_sse(streamed.text) if kind == "data"]
+    assert streamed.status_code == 200 and {c["model"] for c in chunks} == {QWEN}
+    assert stats["per_model"] == {LLAMA: 2, GEMMA: 1, QWEN: 2}
+    assert stats["fallbacks"] == 2 and stats["chat_requests"] == 2
+    # One request to the account's limits each, however many models it tried.
+    assert stats["day_count"] == 2
+
+
+async def test_models_answers_with_the_last_error_when_every_model_fails() -> None:
+    scenario = {
+        "models": {
+            LLAMA: {**FAST, "behavior": "upstream_429"},
+            GEMMA: {**FAST, "behavior": "no_endpoints"},
+        }
+    }
+    async with sandbox(scenario) as client:
+        response = await chat(client, LLAMA, models=[LLAMA, GEMMA])
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == f"No endpoints found for {GEMMA}."
+
+
+async def test_an_error_inside_a_200_answer_is_not_a_fallback() -> None:
+    scenario = {
+        "models": {
+            LLAMA: {**FAST, "behavior": "mid_stream_error"},
+            GEMMA: {**FAST, "behavior": "wrong_answer"},
+            QWEN: {**FAST, "behavior": "ok"},
+        }
+    }
+    async with sandbox(scenario) as client:
+        broken = await chat(client, LLAMA, stream=True, models=[LLAMA, QWEN])
+        wrong = await chat(client, GEMMA, models=[GEMMA, QWEN])
+        stats = (await client.get("/_sandbox/stats")).json()
+    assert broken.status_code == 200 and "Provider disconnected" in broken.text
+    assert wrong.status_code == 200 and wrong.json()["model"] == GEMMA
+    assert stats["fallbacks"] == 0 and QWEN not in stats["per_model"]
+
+
+async def test_an_account_429_is_not_avoided_by_falling_back() -> None:
+    scenario = {"limits": {"requests_per_minute": 1}, **_three_ok()}
+    async with sandbox(scenario) as client:
+        first = await chat(client, LLAMA, models=[LLAMA, GEMMA, QWEN])
+        refused = await chat(client, LLAMA, models=[LLAMA, GEMMA, QWEN])
+        paid = await chat(client, LLAMA, models=[LLAMA, "openai/gpt-4o-mini"])
+        stats = (await client.get("/_sandbox/stats")).json()
+    assert first.status_code == 200 and first.json()["model"] == LLAMA
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"] == "Rate limit exceeded: free-models-per-min."
+    # The walk skips every free model (they share the account's limits); only a paid one is tried.
+    assert paid.status_code == 402
+    assert stats["per_model"] == {LLAMA: 3, GEMMA: 1, QWEN: 1, "openai/gpt-4o-mini": 1}
+    assert stats["rejected_429_per_min"] == 2 and stats["day_count"] == 3
+
+
+async def test_ok_first_then_the_behaviour() -> None:
+    async with sandbox(staged(LLAMA, behavior="free_variant_ended", ok_first=2)) as client:
+        statuses = [(await chat(client, LLAMA)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 404, 404]
+    async with sandbox(staged(LLAMA, fault="storm_5xx", ok_first=1, fail_first=3)) as client:
+        statuses = [(await chat(client, LLAMA)).status_code for _ in range(5)]
+    assert statuses == [200, 502, 503, 200, 200]  # the storm's statuses go by request number
+
+
+async def test_a_minute_already_spent_by_other_traffic_clears_when_staged() -> None:
+    limits = {"requests_per_minute": 5, "requests_this_minute": 5, "minute_clears_in_s": 0.4}
+    async with sandbox({"limits": limits, **staged(LLAMA, behavior="ok")}) as client:
+        refused = await chat(client, LLAMA)
+        clears_in_ms = int(refused.headers["x-ratelimit-reset"]) - time.time() * 1000
+        await anyio.sleep(0.5)
+        served = await chat(client, LLAMA)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"] == "Rate limit exceeded: free-models-per-min."
+    assert 0 < clears_in_ms <= 400
+    assert served.status_code == 200
 
 
 @pytest.mark.parametrize(

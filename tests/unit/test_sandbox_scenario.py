@@ -32,6 +32,8 @@ requests_used_today = 3
 api_key = "sk-or-v1-test"
 retry_after_s = 2
 count_rejected = true
+requests_this_minute = 20
+minute_clears_in_s = 12.5
 
 [catalog]
 remove = ["qwen/qwen3-4b:free"]
@@ -53,6 +55,7 @@ total_ms = 1200
 keepalive_ms = 250
 retry_after_s = 1.5
 fail_first = 2
+ok_first = 1
 replay = "rec.sse"
 fault = "stall_after_tokens"
 fault_after_tokens = 4
@@ -81,7 +84,7 @@ def test_full_file_parses_every_key(tmp_path: Path) -> None:
     assert scenario.seed == 123
     assert scenario.error_shape is ErrorShape.DOCUMENTED
     assert scenario.shared_pool == {"DigitalOcean": SharedPool(max_concurrent=2, clear_s=90.0)}
-    assert scenario.limits == Limits(20, 50, 3, "sk-or-v1-test", 2.0, True)
+    assert scenario.limits == Limits(20, 50, 3, "sk-or-v1-test", 2.0, True, 20, 12.5)
     assert scenario.catalog.remove == ("qwen/qwen3-4b:free",)
     assert scenario.catalog.add_free == ("acme/new-model:free",)
     assert scenario.catalog.paid == ("google/gemma-3-27b-it:free",)
@@ -91,7 +94,7 @@ def test_full_file_parses_every_key(tmp_path: Path) -> None:
     assert spec.fault is Fault.STALL_AFTER_TOKENS
     assert spec.usage_chunk is UsageChunk.WITH_CHOICE
     assert (spec.ttft_ms, spec.reasoning_ms, spec.total_ms, spec.keepalive_ms) == (300, 100, 1200, 250)
-    assert (spec.retry_after_s, spec.fail_first, spec.fault_after_tokens) == (1.5, 2, 4)
+    assert (spec.retry_after_s, spec.fail_first, spec.ok_first, spec.fault_after_tokens) == (1.5, 2, 1, 4)
     assert (spec.huge_body_bytes, spec.answer, spec.reasoning_tokens, spec.cost) == (1000, "42", 10, 0.5)
     assert spec.provider == "Acme"
     assert spec.replay == (tmp_path / "rec.sse",)  # relative to the scenario file
@@ -154,6 +157,9 @@ def test_unknown_keys_are_named(data: dict[str, object], needle: str) -> None:
         ({"limits": {"api_key": ""}}, "limits.api_key must be a non-empty string"),
         ({"limits": {"count_rejected": "yes"}}, "limits.count_rejected must be true or false"),
         ({"limits": {"retry_after_s": -1}}, "limits.retry_after_s must not be negative"),
+        ({"limits": {"requests_this_minute": -1}}, "limits.requests_this_minute must be at least 0"),
+        ({"limits": {"minute_clears_in_s": 61}}, "limits.minute_clears_in_s must be at most 60"),
+        ({"models": {"m:free": {"ok_first": -2}}}, "ok_first must be at least 0"),
         ({"catalog": {"remove": "a/b"}}, "catalog.remove must be a list"),
         ({"catalog": {"paid": ["a/b"]}}, "is not a ':free' id"),
         ({"models": {"m:free": {"behavior": "slow"}}}, "is not one of ok | wrong_answer"),

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from freemodels.client import build_http_client
 from freemodels.failures import Failure
+from freemodels.probe import AttemptOutcome
 from freemodels.records import ProbeResult, ProbeSpec
 from freemodels.scheduler import PlanOutcome, ProviderPools, RateLimiter, backoff_delay_s, run_plan
 from freemodels.settings import Settings
@@ -300,6 +301,27 @@ def test_all_succeed_and_every_attempt_is_reported() -> None:
     assert seen == outcome.results
     assert outcome.unsent == [] and not outcome.quota_exhausted
     assert {(r.model_id, r.task) for r in outcome.results} == {(s.model_id, s.task) for s in specs}
+
+
+def test_a_models_array_goes_with_every_attempt_and_each_outcome_reaches_on_attempt() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return error(503, "No instances available")
+
+    server = Server({"m/a:free": [flaky, ok_stream]})
+    seen: list[tuple[str, int, bool]] = []
+
+    def on_attempt(spec: ProbeSpec, outcome: AttemptOutcome) -> None:
+        seen.append((spec.model_id, outcome.result.attempt, outcome.result.passed))
+
+    outcome = asyncio.run(
+        run_with(server, specs_for(["m/a:free"]), models=("m/a:free", "m/b:free"), on_attempt=on_attempt)
+    )
+    assert bodies[0]["models"] == ["m/a:free", "m/b:free"]
+    assert seen == [("m/a:free", 1, False), ("m/a:free", 2, True)]
+    assert [r.passed for r in outcome.results] == [False, True]
 
 
 def test_retries_only_where_the_class_allows() -> None:

@@ -109,6 +109,7 @@ def test_deployment_parameters_cover_source_suite_and_budget() -> None:
         "suite": "standard",
         "budget": None,
         "commit_docs": False,
+        "drill": False,  # the drill is off unless asked for
     }
     assert deployment_parameters(source="sandbox", budget=5)["budget"] == 5
 

@@ -21,6 +21,7 @@ from freemodels import storage
 from freemodels.errors import DatabaseLockedError, StorageError
 from freemodels.records import (
     CATALOG_SCHEMA,
+    DRILL_SCHEMA,
     MODEL_RESULTS_SCHEMA,
     ROTATION_SCHEMA,
     TABLE_SCHEMAS,
@@ -218,11 +219,23 @@ def test_a_version_2_database_gains_the_endpoints_table_of_migration_3(
         assert "endpoints" not in tables
     monkeypatch.undo()
     with storage.connect(db_path) as con:
-        assert 3 in storage.applied_versions(con)
-        assert storage.applied_versions(con)[-1] == storage.SCHEMA_VERSION
+        assert storage.applied_versions(con) == ALL_VERSIONS
         columns = [name for name, *_ in con.execute("DESCRIBE endpoints").fetchall()]
         assert columns == list(storage.DB_SCHEMAS["endpoints"])
         assert con.execute("SELECT count(*) FROM endpoints").fetchall() == [(0,)]
+
+
+def test_a_read_only_open_needs_every_migration_not_only_the_newest(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skipped = ALL_VERSIONS[-2]
+    monkeypatch.setattr(store_db, "migrations", [m for m in store_db.migrations if m[0] != skipped])
+    storage.connect(db_path).close()
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match=f"missing: {skipped}"):
+        storage.connect(db_path, read_only=True)
+    storage.connect(db_path).close()  # a writing open applies it
+    storage.connect(db_path, read_only=True).close()
 
 
 def test_a_database_from_a_newer_program_is_refused(db_path: Path) -> None:
@@ -386,6 +399,40 @@ def test_other_errors_are_not_lock_conflicts(message: str) -> None:
 # --- storing runs ----------------------------------------------------------------------------------
 
 
+def drill_frame(run_id: str, outcomes: list[str]) -> pl.DataFrame:
+    rows = [
+        {
+            **dict.fromkeys(DRILL_SCHEMA),
+            "run_id": run_id,
+            "client": "models_array",
+            "arm": "rotation",
+            "incident": "steady",
+            "seq": seq,
+            "outcome": outcome,
+            "attempts": 1,
+        }
+        for seq, outcome in enumerate(outcomes, start=1)
+    ]
+    return pl.DataFrame(rows, schema=DRILL_SCHEMA)
+
+
+def test_a_drill_is_stored_with_its_run_or_on_its_own_replacing_the_earlier_one(
+    tmp_path: Path, con: Any
+) -> None:
+    folder = make_run(tmp_path / "runs", "r1")
+    storage.write_table(folder / "drill.parquet", drill_frame("r1", ["ok", "error"]))
+    storage.store_run(con, folder)
+    assert counts(con, "r1")["drill"] == 2
+    again = tmp_path / "again.parquet"
+    storage.write_table(again, drill_frame("r1", ["ok", "ok", "ok"]))
+    for _ in range(2):  # idempotent
+        storage.store_drill(con, "r1", again)
+    stored = storage.load_table(con, "drill", "r1")
+    assert stored.schema == pl.Schema(DRILL_SCHEMA)
+    assert stored.get_column("outcome").to_list() == ["ok", "ok", "ok"]
+    assert counts(con, "r1")["runs"] == 1  # nothing else of the run changed
+
+
 def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) -> None:
     folder = make_run(tmp_path / "runs", "r1", with_changes=True)
     storage.store_run(con, folder)
@@ -397,6 +444,7 @@ def test_store_run_loads_every_table_and_the_runs_row(tmp_path: Path, con: Any) 
         "rotation": 3,
         "changes": 1,
         "endpoints": 3,
+        "drill": 0,  # no drill was asked for
     }
     runs = storage.list_runs(con)
     assert runs.schema == pl.Schema(storage.DB_SCHEMAS["runs"])
