@@ -268,7 +268,8 @@ def test_one_bad_catalog_entry_is_skipped_and_counted(corpus: Corpus) -> None:
     notes = json.loads(_runs(corpus).get_column("notes")[0])
     assert any(note.search(n) for n in notes), notes
     summary = (corpus.hostile_docs / "executive-summary.md").read_text(encoding="utf-8")
-    assert re.search(r"> http\\://127\.0\.0\.1:\d+/v1: 2 entries skipped: no id \(data\\\[3\\\]", summary)
+    # The address is a code span; brackets are escaped so they never make a link.
+    assert re.search(r"> `http://127\.0\.0\.1:\d+/v1`: 2 entries skipped: no id \(data\\\[3\\\]", summary)
 
 
 # --- the canary appears nowhere -----------------------------------------------------------------------
