@@ -576,6 +576,13 @@ async def _probe(
         budget=budget,
         probes=probes,
     )
+    if planner.stalled:
+        stalled = (
+            "The account's own request limit refused every request of a round, after waiting for its "
+            "reset: the rest of the suite was left for --resume instead of spending requests on refusals."
+        )
+        logger.warning(stalled)
+        notes = [*notes, stalled]
     recorder.save(
         mirror=False,
         quota_after=quota_after.daily_remaining if quota_after else None,

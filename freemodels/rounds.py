@@ -196,6 +196,10 @@ class RoundPlanner:
         self._definitive: dict[str, Failure] = {}
         self._deferred: dict[ProbeKey, float | None] = {}  # retry wanted later (None: no wait known)
         self._blocked: set[ProbeKey] = set()  # retryable, but not again in this run
+        self._limited: dict[ProbeKey, int] = {}  # the account's 429s per probe, in this process
+        self._round_asked = 0  # attempts of the current round that reached a model
+        self._round_limited = 0  # attempts of the current round the account's limit refused
+        self.stalled = False  # a whole round met only the account's limit: the rounds end here
         self._round_keys: set[ProbeKey] = set()
         self.rounds = 0
         self.requests = 0  # attempts observed, the account's 429s included (each cost a request)
@@ -203,6 +207,8 @@ class RoundPlanner:
         self._seen: set[ProbeKey] = set()
         for attempt in history:
             self.observe(attempt)
+        self._limited.clear()  # an earlier process's account 429s do not hold this one back
+        self._round_asked = self._round_limited = 0
         # An earlier process left these waiting for a retry: the plan decides when.
         for key, probe in self._probes.items():
             if self._state(key, probe) == "retry":
@@ -222,7 +228,13 @@ class RoundPlanner:
             self.retries += 1
         self._seen.add(key)
         if attempt.failure is Failure.RATE_LIMIT_ACCOUNT:
-            return  # the account's limit: the model was never asked
+            # The account's limit: the model was never asked. The scheduler already waited for the
+            # limit's reset between these attempts; a probe that met it max_attempts times in this
+            # process is left for a later run (--resume) instead of being planned again and again.
+            self._limited[key] = self._limited.get(key, 0) + 1
+            self._round_limited += 1
+            return
+        self._round_asked += 1
         probe = self._probes.setdefault(key, _Probe())
         probe.asked += 1
         probe.failure = attempt.failure
@@ -239,7 +251,12 @@ class RoundPlanner:
         """The round sent last has ended; ``deferred`` are the retries the executor left for later
         (with their earliest start). A probe of that round still waiting for a retry but not among
         them is not retried again in this run (the server asked for a longer wait than a run makes,
-        or the budget ended)."""
+        or the budget ended). A round whose every attempt met the account's own limit ends the rounds
+        (:attr:`stalled`): the scheduler already waited for the limit's reset, so the rest waits for a
+        later run (``--resume``) instead of spending the day's requests on more refusals."""
+        if self._round_limited and not self._round_asked:
+            self.stalled = True
+        self._round_asked = self._round_limited = 0
         for key in self._round_keys:
             probe = self._probes.get(key)
             if probe is None or self._state(key, probe) != "retry":
@@ -255,9 +272,10 @@ class RoundPlanner:
 
     def _state(self, key: ProbeKey, probe: _Probe | None) -> str:
         """``pending`` (never asked), ``final``, ``retry`` (a retryable failure with attempts left) or
-        ``blocked`` (one the executor would not retry in this run: see :meth:`end_round`)."""
+        ``blocked`` (one the executor would not retry in this run: see :meth:`end_round`; or one that
+        met the account's own limit ``max_attempts`` times in this process)."""
         if probe is None or probe.asked == 0:
-            return "pending"
+            return "blocked" if self._limited.get(key, 0) >= self.max_attempts else "pending"
         if probe.failure is None or not _retryable(probe.failure) or probe.asked >= self.max_attempts:
             return "final"
         return "blocked" if key in self._blocked else "retry"
@@ -307,8 +325,20 @@ class RoundPlanner:
         return sum(len(self.wanted(m)) for m in self._order)
 
     def models_left(self) -> list[str]:
-        """Models with probes still to send (a later run, or ``--resume``, can continue them)."""
-        return [m for m in self._order if self.wanted(m)]
+        """Models with probes still to send (a later run, or ``--resume``, can continue them): wanted
+        ones, and those the account's own limit kept from the model in this process."""
+        return [
+            m
+            for m in self._order
+            if self.wanted(m)
+            or (
+                not self._closed(m)
+                and any(
+                    self._limited.get(k, 0) >= self.max_attempts and k not in self._probes
+                    for k in self._keys(m)
+                )
+            )
+        ]
 
     def unjudged(self) -> list[str]:
         return [m for m in self._order if not self.judged(m)]
@@ -332,12 +362,18 @@ class RoundPlanner:
     def next_round(self, budget_left: int | None) -> Round | None:
         """The next batch to send with ``budget_left`` requests left (None: no daily limit), or None
         when nothing is left to send or no budget remains."""
-        if budget_left is not None and budget_left <= 0:
+        if self.stalled or (budget_left is not None and budget_left <= 0):
             return None
         short = budget_left is not None and budget_left < self.need()
         limit = budget_left if budget_left is not None else None
 
-        unscreened = [m for m in self._order if not self._closed(m) and not self._asked_keys(m)]
+        unscreened = [
+            m
+            for m in self._order
+            if not self._closed(m)
+            and not self._asked_keys(m)
+            and self._state(self._screening_key(m), None) == "pending"
+        ]
         if unscreened:
             keys = [self._screening_key(m) for m in unscreened]
             return self._make(Phase.SCREENING, _cut(keys, limit), retry_transient=not short)

@@ -96,9 +96,15 @@ def test_a_discovery_never_exceeds_the_per_minute_limit_across_families(
     # Control: without the run's pacing (the sandbox's own 600/min), the same staging is exceeded.
     monkeypatch.setenv("DISCOVERY_MAX_ATTEMPTS", "1")
     with sandbox({"requests_per_minute": per_window}, models) as server:
-        run_plain(tmp_path / "data2", tmp_path / "docs2", base_url=server.base_url, api_key_env=KEY_ENV)
+        unpaced = run_plain(
+            tmp_path / "data2", tmp_path / "docs2", base_url=server.base_url, api_key_env=KEY_ENV
+        )
         control = server.stats()
     assert control["rejected_429_per_min"] > 0
+    # The account's refusals are not planned again and again: each of the 9 probes is sent at most
+    # once (DISCOVERY_MAX_ATTEMPTS=1), and what was refused is left for --resume.
+    assert control["chat_requests"] <= 9
+    assert unpaced.status == "completed" and unpaced.untested_models > 0
 
 
 def test_hitting_the_daily_quota_stops_the_run_and_resume_completes_it_without_repeats(

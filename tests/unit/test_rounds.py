@@ -293,6 +293,34 @@ def test_the_accounts_own_429_is_not_an_attempt_of_the_model() -> None:
     assert plan.requests == 1 and plan.retries == 0
 
 
+
+def test_a_probe_the_accounts_limit_refused_every_attempt_is_not_planned_again_in_this_run() -> None:
+    """The account's 429 on every attempt the scheduler allows (it waited for the limit's reset in
+    between): the probe is left for --resume, and the rounds end instead of asking again and again."""
+    b = {"a/m:free": ok(), "b/n:free": ok()}
+    plan = planner(b, max_attempts=2)
+    rnd = plan.next_round(100)
+    assert rnd is not None and rnd.phase is Phase.SCREENING
+    for spec in rnd.specs:
+        for _ in range(2):
+            plan.observe(Attempt(spec.model_id, spec.task, spec.sample, Failure.RATE_LIMIT_ACCOUNT))
+    plan.end_round({})
+    assert plan.next_round(100) is None and plan.stalled
+    assert plan.unjudged() == ["a/m:free", "b/n:free"]
+    assert plan.models_left() == ["a/m:free", "b/n:free"]  # left for --resume, not forgotten
+    assert plan.requests == 4
+    # A later process (--resume) plans them again: the earlier account 429s do not hold it back.
+    history = [Attempt(m, SCREEN, 0, Failure.RATE_LIMIT_ACCOUNT) for m in b for _ in range(2)]
+    resumed = planner(b, max_attempts=2, history=history)
+    again = resumed.next_round(100)
+    assert again is not None and set(again.models) == set(b)
+    # One account 429 of two allowed: the probe is still planned.
+    once = planner(b, max_attempts=2)
+    once.observe(Attempt("a/m:free", SCREEN, 0, Failure.RATE_LIMIT_ACCOUNT))
+    nxt = once.next_round(100)
+    assert nxt is not None and "a/m:free" in nxt.models
+
+
 # --------------------------------------------------------------------------------------------------
 # deepening order
 
