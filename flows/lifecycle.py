@@ -110,8 +110,19 @@ class _QuietExpected(logging.Filter):
         return True
 
 
+class _QuietDrain(logging.Filter):
+    """Drops Prefect's "Still processing items: N items remaining..." progress lines, logged every 4 s
+    while its log and event workers drain at the end of a run: this program's own shutdown, not news
+    for the user (a full queue that drops items is still said)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Still processing items")
+
+
 _FILTER = _QuietExpected()
+_DRAIN_FILTER = _QuietDrain()
 _LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+_WORKER_LOGGERS = ("EventsWorker", "APILogWorker")  # Prefect's services log under their class name
 
 
 def quiet_expected_errors() -> None:
@@ -125,3 +136,7 @@ def quiet_expected_errors() -> None:
         for handler in logger.handlers:
             if _FILTER not in handler.filters:
                 handler.addFilter(_FILTER)
+    for name in _WORKER_LOGGERS:
+        logger = logging.getLogger(name)
+        if _DRAIN_FILTER not in logger.filters:
+            logger.addFilter(_DRAIN_FILTER)

@@ -56,3 +56,20 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.delenv("DISCOVERY_SOURCE", raising=False)
     yield
     forget_secrets()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Parallel runs (pytest-xdist, ``-n``): a module's tests stay on one worker (its module-scoped
+    fixtures are built once), and every end-to-end test shares one worker (one local stack).
+
+    A scheduler of its own rather than ``xdist_group`` marks: ``--dist loadgroup`` does not group
+    with pytest 9.2 (pytest-dev/pytest-xdist#1386).
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleAndStack(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    return ByModuleAndStack(config, log)

@@ -293,7 +293,6 @@ def test_the_accounts_own_429_is_not_an_attempt_of_the_model() -> None:
     assert plan.requests == 1 and plan.retries == 0
 
 
-
 def test_a_probe_the_accounts_limit_refused_every_attempt_is_not_planned_again_in_this_run() -> None:
     """The account's 429 on every attempt the scheduler allows (it waited for the limit's reset in
     between): the probe is left for --resume, and the rounds end instead of asking again and again."""
