@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +230,7 @@ class Drill(Protocol):
         requests_per_minute: int,
         purpose: str = ...,
         staging: Staging | None = ...,
+        progress: Callable[[str], None] | None = ...,
     ) -> Awaitable[DrillResult]: ...
 
 
@@ -749,6 +750,7 @@ async def _drill(
         requests=settings.drill_requests,
         budget=budget,
         runner=steps.drill,
+        progress=lambda line: logger.info("%s", line),
     )
     result = done.result
     logger.info(

@@ -68,6 +68,7 @@ async def drill_run(
     budget: int | None,
     read_quota: bool = False,
     runner: RunDrill = run_drill,
+    progress: Callable[[str], None] | None = None,
 ) -> DrillDone:
     """Drill run ``info``'s stored rotation against its own source (see the module docstring).
 
@@ -116,6 +117,7 @@ async def drill_run(
             requests=requests,
             budget=budget,
             requests_per_minute=source.requests_per_minute,
+            progress=progress,
         )
     parquet = folder / storage.TABLE_FILES["drill"]
     storage.write_table(parquet, result.frame)
@@ -231,6 +233,7 @@ async def drill_command(
         requests=requests or settings.drill_requests,
         budget=budget,
         read_quota=True,
+        progress=(lambda line: logger.info("%s", line)) if logger is not None else print,
     )
     written = render_reports(run_id=chosen, data_dir=data_dir, docs_dir=docs_dir)
     return done, chosen, written

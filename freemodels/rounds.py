@@ -205,6 +205,7 @@ class RoundPlanner:
         self.requests = 0  # attempts observed, the account's 429s included (each cost a request)
         self.retries = 0  # attempts after the first of their probe
         self._seen: set[ProbeKey] = set()
+        self._judged: set[str] = set()  # models judged so far (see judged())
         for attempt in history:
             self.observe(attempt)
         self._limited.clear()  # an earlier process's account 429s do not hold this one back
@@ -300,13 +301,18 @@ class RoundPlanner:
         return self._answered(model_id) and all(p.passed for k, p in asked if self._state(k, p) == "final")
 
     def judged(self, model_id: str) -> bool:
-        """Has a verdict: settled, answered, or failed transiently and had its second look."""
-        if self._closed(model_id) or self._answered(model_id):
+        """Has a verdict: settled, answered, or failed transiently and had its second look. Once
+        judged, always judged: a later probe of the suite failing once does not take the verdict
+        back (the progress line's count never goes down)."""
+        if model_id in self._judged:
             return True
-        asked = self._asked_keys(model_id)
-        if not asked:
-            return False
-        return all(p.asked >= 2 or self._state(k, p) != "retry" for k, p in asked)
+        found = self._closed(model_id) or self._answered(model_id)
+        if not found:
+            asked = self._asked_keys(model_id)
+            found = bool(asked) and all(p.asked >= 2 or self._state(k, p) != "retry" for k, p in asked)
+        if found:
+            self._judged.add(model_id)
+        return found
 
     @property
     def judged_models(self) -> list[str]:

@@ -15,7 +15,7 @@ routing). Writing and storing them is the caller's (:mod:`flows.drill`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +27,15 @@ from prefect.cache_policies import NO_CACHE
 from freemodels import exports
 from freemodels.client import build_http_client
 from freemodels.drill import (
+    ARM_LABELS,
+    CLIENT_SHORT,
     FREE_ROUTER,
+    INCIDENT_SHORT,
     STAGED_INCIDENTS,
     Cell,
     DrillArm,
     DrillClient,
+    DrillOutcome,
     DrillRequest,
     Incident,
     Staging,
@@ -103,8 +107,10 @@ async def run_drill(
     requests_per_minute: int,
     purpose: str = GENERAL,
     staging: Staging | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> DrillResult:
-    """Drill ``purpose``'s rotation (see the module docstring)."""
+    """Drill ``purpose``'s rotation (see the module docstring). ``progress`` receives a line (project
+    text only) after each workload."""
     chain = rotation.filter(pl.col("purpose") == purpose).sort("rank").get_column("model_id").to_list()
     if not chain:
         return DrillResult(drill_frame([]), ["No rotation to drill: no model worked."], 0, 0)
@@ -133,13 +139,28 @@ async def run_drill(
     exported = _exports(rotation, run_id=run_id, target=target, settings=settings)
     limiter = RateLimiter(requests_per_minute, budget)
     rows: list[DrillRequest] = []
-    for cell in cells:
+    for number, cell in enumerate(cells, start=1):
         workload = Workload(run_id=run_id, cell=cell, purpose=purpose, requests=fitted, tasks=tasks)
         with _reach(target, cell.incident, chain[0], staging) as (base_url, key):
-            rows += await _run_cell(workload, exported, chain[0], base_url, key, target, settings, limiter)
+            done = await _run_cell(workload, exported, chain[0], base_url, key, target, settings, limiter)
+        rows += done
+        if progress is not None:
+            progress(workload_line(number, len(cells), cell, done))
     if limiter.day_exhausted:
         notes.append("The budget ran out during the drill: the requests it left are counted as not sent.")
     return DrillResult(drill_frame(rows), notes, fitted, len(cells))
+
+
+def workload_line(number: int, total: int, cell: Cell, done: Sequence[DrillRequest]) -> str:
+    """One finished workload in a line: which, how many answered right, its wall time, its attempts."""
+    answered = sum(1 for r in done if r.outcome == DrillOutcome.OK.value)
+    seconds = sum((r.latency_ms or 0.0) for r in done) / 1000
+    attempts = sum(r.attempts for r in done)
+    return (
+        f"drill {number}/{total}: {INCIDENT_SHORT[cell.incident]}, {CLIENT_SHORT[cell.client]}, "
+        f"{ARM_LABELS[cell.arm]}: {answered}/{len(done)} answered right in {seconds:.1f} s, "
+        f"{attempts} requests"
+    ).replace("`", "")
 
 
 @dataclass(frozen=True, slots=True)

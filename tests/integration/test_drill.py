@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,10 @@ def test_discovery_drill_drills_a_stored_run_and_says_when_litellm_is_missing(
     assert code == 0
     assert f"drill of run {summary.run_id}: 2 requests per workload, 15 workloads" in out
     assert "note: LiteLLM is not installed" in out and "(budget 200)" in out
+    # A line per finished workload while it runs.
+    lines = [line for line in out.splitlines() if line.startswith("drill ") and "/15: " in line]
+    assert [line.split(":")[0] for line in lines] == [f"drill {n}/15" for n in range(1, 16)]
+    assert all(re.search(r": \d+/2 answered right in \d+\.\d s, \d+ requests$", line) for line in lines)
     rows = table(data / "discovery.duckdb", "drill", summary.run_id)
     assert rows.height == 2 * 15 and set(rows.get_column("client").to_list()) == {"models_array"}
     summary_doc = (docs / "executive-summary.md").read_text(encoding="utf-8")

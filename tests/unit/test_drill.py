@@ -241,3 +241,23 @@ def test_a_run_without_a_rotation_has_nothing_to_drill() -> None:
     )
     assert result.frame.is_empty() and result.frame.schema == pl.Schema(DRILL_SCHEMA)
     assert result.notes == ["No rotation to drill: no model worked."]
+
+
+def test_a_finished_workload_is_one_progress_line() -> None:
+    from datetime import UTC, datetime
+
+    from freemodels.drill import Cell, DrillArm, DrillClient, DrillRequest, Incident
+    from tasks.drill import workload_line
+
+    def request(seq: int, outcome: str, latency_ms: float, attempts: int) -> DrillRequest:
+        return DrillRequest(
+            run_id="r", client="litellm", arm="primary", incident="upstream_429_storm", purpose="general",
+            seq=seq, started_at=datetime(2026, 12, 1, tzinfo=UTC), outcome=outcome, latency_ms=latency_ms,
+            attempts=attempts,
+        )  # fmt: skip
+
+    cell = Cell(DrillClient.LITELLM, DrillArm.PRIMARY, Incident.UPSTREAM_429_STORM)
+    done = [request(1, "ok", 1500.0, 1), request(2, "error", 16500.0, 3)]
+    assert workload_line(7, 30, cell, done) == (
+        "drill 7/30: Upstream 429 storm, LiteLLM, primary alone: 1/2 answered right in 18.0 s, 4 requests"
+    )

@@ -548,3 +548,15 @@ def test_spend_by_phase_counts_screening_deepening_and_retries_from_the_attempts
     assert sum(spend_by_phase(probes_frame(rows), SCREEN).values()) == len(rows)
     assert spend_by_phase(probes_frame([]), SCREEN) == {"screening": 0, "deepening": 0, "retries": 0}
     assert probes_done(probes_frame(rows)) == {"a/m": 1, "b/m": 3, "c/m": 2}
+
+
+def test_a_judged_model_stays_judged_when_a_later_probe_fails_once() -> None:
+    """The progress line counts judged models: the count never goes down."""
+    b = {"a/m:free": ok()}
+    plan = planner(b)
+    plan.observe(Attempt("a/m:free", SCREEN, 0, Failure.PROVIDER_ERROR))
+    plan.observe(Attempt("a/m:free", SCREEN, 0, Failure.PROVIDER_ERROR))
+    assert plan.judged("a/m:free")  # a transient failure, and its second look
+    other = next(t for t in TASKS if t != SCREEN)
+    plan.observe(Attempt("a/m:free", other, 0, Failure.PROVIDER_ERROR))  # a deepening probe fails once
+    assert plan.judged("a/m:free") and plan.judged_models == ["a/m:free"]
