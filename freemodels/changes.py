@@ -65,7 +65,7 @@ def _results(results: pl.DataFrame | None) -> dict[str, tuple[str | None, str | 
     return {model_id: (verdict, tier, cause) for model_id, verdict, tier, cause in rows}
 
 
-def _expiration(value: str | None) -> date | None:
+def expiration_of(value: str | None) -> date | None:
     """The date of an ``expiration_date`` value (``2026-05-15`` or a full ISO date-time)."""
     if not value:
         return None
@@ -150,7 +150,7 @@ def compute_changes(
     if not cur_catalog.is_empty():
         expiring = cur_catalog.select("model_id", "expiration_date").iter_rows()
         for model_id, raw in expiring:
-            when = _expiration(raw)
+            when = expiration_of(raw)
             if model_id in cur_free and when is not None and when <= horizon:
                 rows.append(("expiring", model_id, when.isoformat()))
 

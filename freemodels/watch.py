@@ -36,7 +36,7 @@ from enum import StrEnum
 
 import polars as pl
 
-from freemodels.changes import FREE_SUFFIX, listing_of
+from freemodels.changes import FREE_SUFFIX, expiration_of, listing_of
 from freemodels.failures import FAILURE_INFO, SETTLING, Failure
 from freemodels.listings import Listing, ListingStatus
 from freemodels.records import AVAILABILITY_SCHEMA, WATCH_CHANGES_SCHEMA
@@ -140,15 +140,6 @@ def _free_now(catalog: pl.DataFrame) -> dict[str, bool]:
     return {model_id: bool(free) for model_id, free in frame.iter_rows()}
 
 
-def _expiration(value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value.strip()[:10])
-    except ValueError:
-        return None
-
-
 def find_lost(
     members: Iterable[str],
     listed: Mapping[str, bool],
@@ -239,7 +230,7 @@ def find_changes(
     horizon = today + timedelta(days=expiry_window_days)
     if not catalog.is_empty():
         for model_id, raw in catalog.select("model_id", "expiration_date").iter_rows():
-            when = _expiration(raw)
+            when = expiration_of(raw)
             if model_id in listed_free and when is not None and when <= horizon:
                 days = (when - today).days
                 detail = f"expires {when.isoformat()}" + (

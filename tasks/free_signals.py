@@ -58,23 +58,4 @@ async def read_free_signals(
     return endpoints_frame(run_id, listings, routable=routable, fetched_at=fetched_at, model_ids=model_ids)
 
 
-@task(name="read-free-signals", cache_policy=NO_CACHE)
-async def read_free_signals_task(
-    client: httpx.AsyncClient,
-    free: pl.DataFrame,
-    catalog_ids: Sequence[str],
-    *,
-    run_id: str,
-    settings: Settings,
-    lists_endpoints: bool,
-    reads_user_models: bool,
-) -> pl.DataFrame:
-    return await read_free_signals(
-        client,
-        free,
-        catalog_ids,
-        run_id=run_id,
-        settings=settings,
-        lists_endpoints=lists_endpoints,
-        reads_user_models=reads_user_models,
-    )
+read_free_signals_task = task(name="read-free-signals", cache_policy=NO_CACHE)(read_free_signals)

@@ -145,25 +145,4 @@ def plan_rounds(
     )
 
 
-@task(name="plan-probes", cache_policy=NO_CACHE)
-def plan_rounds_task(
-    free: pl.DataFrame,
-    tasks: Sequence[str],
-    *,
-    endpoints: pl.DataFrame,
-    done: pl.DataFrame,
-    samples: int = 1,
-    max_attempts: int = 3,
-    batch: int = 3,
-    probe_all: bool = False,
-) -> RoundPlanner:
-    return plan_rounds(
-        free,
-        tasks,
-        endpoints=endpoints,
-        done=done,
-        samples=samples,
-        max_attempts=max_attempts,
-        batch=batch,
-        probe_all=probe_all,
-    )
+plan_rounds_task = task(name="plan-probes", cache_policy=NO_CACHE)(plan_rounds)
