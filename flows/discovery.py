@@ -48,7 +48,7 @@ from freemodels.drill import Staging
 from freemodels.errors import DiscoveryError
 from freemodels.progress import ProgressReporter, Snapshot, eta_s
 from freemodels.records import ENDPOINTS_SCHEMA, ProbeResult, RunInfo, RunStatus, RunStep
-from freemodels.rounds import Round, RoundPlanner
+from freemodels.rounds import ACCOUNT_LIMIT_STALLED, LeftUntested, Round, RoundPlanner, left_untested
 from freemodels.runs import RunRecorder
 from freemodels.scheduler import PlanOutcome, RateLimiter
 from freemodels.secrets import install_log_redaction, printable, untrusted
@@ -90,6 +90,7 @@ class RunSummary:
     resumed: bool = False
     settled_models: int = 0  # settled by the free signals, without a chat request
     no_verdict_models: int = 0  # left without any verdict by the quota
+    left_because: LeftUntested = field(default_factory=lambda: left_untested((), None, None))
 
     def describe(self) -> str:
         profile = profile_of(self.source)
@@ -111,9 +112,10 @@ class RunSummary:
                 )
                 if count
             )
+            why = self.left_because
             lines.append(
-                f"  left for later (quota): {left} — continue with "
-                f"`discovery run --resume {self.run_id}` when the quota resets (00:00 UTC)"
+                f"  left for later ({why.short}): {left} — continue with "
+                f"`discovery run --resume {self.run_id}` {why.resume_when}"
             )
         if self.quota_before is not None:
             lines.append(f"  daily quota: {self.quota_before} before, {self.quota_after} after")
@@ -577,18 +579,15 @@ async def _probe(
         budget=budget,
         probes=probes,
     )
-    if planner.stalled:
-        stalled = (
-            "The account's own request limit refused every request of a round, after waiting for its "
-            "reset: the rest of the suite was left for --resume instead of spending requests on refusals."
-        )
-        logger.warning(stalled)
-        notes = [*notes, stalled]
+    if planner.left_to_account_limit:
+        logger.warning(ACCOUNT_LIMIT_STALLED)
+        notes = [*notes, ACCOUNT_LIMIT_STALLED]
     recorder.save(
         mirror=False,
         quota_after=quota_after.daily_remaining if quota_after else None,
         untested_models=len(planner.models_left()),
-        notes=list(dict.fromkeys([*recorder.info.notes, *notes])),
+        # An earlier process's account-limit note is this process's to say again (or not).
+        notes=list(dict.fromkeys([*(n for n in recorder.info.notes if n != ACCOUNT_LIMIT_STALLED), *notes])),
     )
     recorder.step_done(RunStep.PROBED)
 
@@ -785,4 +784,5 @@ def _summary(prepared: Prepared, recorder: RunRecorder, outcome: _Conclusion) ->
         run_dir=str(recorder.folder),
         documents=[str(p) for p in outcome.documents],
         resumed=prepared.resumed is not None,
+        left_because=left_untested(info.notes, prepared.params.budget, info.quota_after),
     )

@@ -52,6 +52,47 @@ from freemodels.records import ProbeResult, ProbeSpec
 ProbeKey = tuple[str, str, int]  # (model_id, task, sample)
 
 
+ACCOUNT_LIMIT_STALLED = (
+    "The account's own request limit refused probes on every attempt allowed, after waiting for its "
+    "reset: they were left for --resume instead of spending more requests on refusals."
+)
+"""The run note of a run that left probes to the account's own limit
+(:attr:`RoundPlanner.left_to_account_limit`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeftUntested:
+    """Why a run left models for later, in words for the console and the reports."""
+
+    short: str  # "quota", "budget", "account limit"
+    by: str  # completes "left untested by ..."
+    because: str  # completes "Left untested because ..."
+    resume_when: str  # completes "continue with discovery run --resume ID ..."
+
+
+def left_untested(notes: Sequence[str], budget: int | None, quota_after: int | None) -> LeftUntested:
+    """Why a run's probing stopped with models left (the one rule for every label that says it): the
+    account's limit ended the rounds (its note), else the run's own ``--budget`` while the daily
+    quota still had requests, else the daily quota."""
+    if ACCOUNT_LIMIT_STALLED in notes:
+        return LeftUntested(
+            "account limit",
+            "the account's own limit",
+            "the account's own request limit refused their probes on every attempt allowed",
+            "when the account's limit allows requests again",
+        )
+    if budget is not None and (quota_after is None or quota_after > 0):
+        return LeftUntested(
+            "budget",
+            "the run's budget",
+            f"the run's budget of {budget} requests was spent",
+            "with a budget that allows more (`--budget N`, or none)",
+        )
+    return LeftUntested(
+        "quota", "the daily quota", "the daily request quota ran out", "when the quota resets (00:00 UTC)"
+    )
+
+
 class Phase(StrEnum):
     """What a round is for."""
 
@@ -329,6 +370,15 @@ class RoundPlanner:
     def need(self) -> int:
         """Requests that would give every probe still wanted one more attempt."""
         return sum(len(self.wanted(m)) for m in self._order)
+
+    @property
+    def left_to_account_limit(self) -> bool:
+        """Probes were given up in this process because the account's own limit refused every attempt
+        (or a round met nothing but that limit): a later run can send them."""
+        return self.stalled or any(
+            n >= self.max_attempts and k not in self._probes and not self._closed(k[0])
+            for k, n in self._limited.items()
+        )
 
     def models_left(self) -> list[str]:
         """Models with probes still to send (a later run, or ``--resume``, can continue them): wanted

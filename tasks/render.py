@@ -56,7 +56,7 @@ from freemodels.failures import FAILURE_INFO, SETTLING, Failure
 from freemodels.listings import disagreements, reported
 from freemodels.mdsafe import EMPTY, finalize, md_cell, md_code, md_text
 from freemodels.records import ANSWER_IN_REASONING, Verdict
-from freemodels.rounds import probes_done, spend_by_phase
+from freemodels.rounds import left_untested, probes_done, spend_by_phase
 from freemodels.settings import OPENROUTER_MODELS_LIMIT, Settings
 from freemodels.source import profile_of
 from freemodels.storage import HISTORY_SCHEMA, TESTED_VERDICTS, ReportData
@@ -281,7 +281,9 @@ def _source(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _coverage(free: int, tested: int, untested: int, settled: int = 0) -> str:
+def _coverage(
+    free: int, tested: int, untested: int, settled: int = 0, *, left_by: str = "the daily quota"
+) -> str:
     """What the run measured, in words (the reports never print the run's lifecycle status: they are
     written before the run has done its last step). ``settled``: models judged from their endpoints
     listing alone."""
@@ -289,7 +291,7 @@ def _coverage(free: int, tested: int, untested: int, settled: int = 0) -> str:
     if settled:
         text += f" ({settled} from {'its listing' if settled == 1 else 'their listings'} alone)"
     if untested:
-        text += f", {untested} left untested by the daily quota"
+        text += f", {untested} left untested by {left_by}"
     return text
 
 
@@ -828,6 +830,11 @@ def build_context(data: ReportData, options: ReportOptions | None = None) -> dic
         set(finals.get_column("task").unique().to_list()) - set(TASKS) if finals.height else set()
     )
     history, trend = _history(data.history, run["run_id"])
+    parameters = settings.get("parameters")
+    budget = parameters.get("budget") if isinstance(parameters, dict) else None
+    left = left_untested(
+        _notes(run.get("notes")), budget if isinstance(budget, int) else None, run.get("quota_after")
+    )
 
     previous = None
     if data.previous_run is not None:
@@ -865,7 +872,9 @@ def build_context(data: ReportData, options: ReportOptions | None = None) -> dic
                 counts["tested"],
                 counts["untested"],
                 sum(1 for r in rows if r["settled_unasked"]),
+                left_by=left.by,
             ),
+            "left": {"because": Markup(left.because), "resume_when": Markup(left.resume_when)},
             "suite_version": run.get("suite_version") or "—",
             "quota_before": run.get("quota_before"),
             "quota_after": run.get("quota_after"),

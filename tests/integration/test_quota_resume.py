@@ -105,6 +105,7 @@ def test_a_discovery_never_exceeds_the_per_minute_limit_across_families(
     # once (DISCOVERY_MAX_ATTEMPTS=1), and what was refused is left for --resume.
     assert control["chat_requests"] <= 9
     assert unpaced.status == "completed" and unpaced.untested_models > 0
+    assert "left for later (account limit)" in unpaced.describe()  # not "quota": the quota had requests
 
 
 def test_hitting_the_daily_quota_stops_the_run_and_resume_completes_it_without_repeats(

@@ -300,6 +300,27 @@ def test_models_left_untested_are_explained_and_no_lifecycle_status_is_printed()
     assert coverage in docs[FINAL_REPORT]
 
 
+def test_the_reason_models_were_left_untested_is_the_one_that_happened() -> None:
+    """The header and the coverage name what stopped the probing: the run's own budget while the
+    daily quota still had requests, or the account's limit ending the rounds, not the daily quota."""
+    from freemodels.rounds import ACCOUNT_LIMIT_STALLED
+
+    state = fixed_state()
+    settings = json.loads(state["run"]["settings_json"] or "{}")
+    settings["parameters"] = {**settings.get("parameters", {}), "budget": 40}
+    state["run"]["settings_json"] = json.dumps(settings)
+    state["run"]["quota_after"] = 930
+    summary = render_documents(report_data_from(state))[EXECUTIVE_SUMMARY]
+    assert "Left untested because the run's budget of 40 requests was spent: 1 free model," in summary
+    assert "1 left untested by the run's budget" in summary and "daily request quota" not in summary
+    assert "tests them with a budget that allows more (`--budget N`, or none)." in summary
+
+    state["run"]["notes"] = json.dumps([ACCOUNT_LIMIT_STALLED])
+    summary = render_documents(report_data_from(state))[EXECUTIVE_SUMMARY]
+    assert "Left untested because the account's own request limit refused their probes" in summary
+    assert "1 left untested by the account's own limit" in summary and "daily request quota" not in summary
+
+
 def test_a_run_that_tested_everything_says_so() -> None:
     state = fixed_state()
     for row in state["results"]:

@@ -304,7 +304,7 @@ def test_a_probe_the_accounts_limit_refused_every_attempt_is_not_planned_again_i
         for _ in range(2):
             plan.observe(Attempt(spec.model_id, spec.task, spec.sample, Failure.RATE_LIMIT_ACCOUNT))
     plan.end_round({})
-    assert plan.next_round(100) is None and plan.stalled
+    assert plan.next_round(100) is None and plan.stalled and plan.left_to_account_limit
     assert plan.unjudged() == ["a/m:free", "b/n:free"]
     assert plan.models_left() == ["a/m:free", "b/n:free"]  # left for --resume, not forgotten
     assert plan.requests == 4
@@ -318,6 +318,7 @@ def test_a_probe_the_accounts_limit_refused_every_attempt_is_not_planned_again_i
     once.observe(Attempt("a/m:free", SCREEN, 0, Failure.RATE_LIMIT_ACCOUNT))
     nxt = once.next_round(100)
     assert nxt is not None and "a/m:free" in nxt.models
+    assert not once.left_to_account_limit and not resumed.left_to_account_limit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -560,3 +561,14 @@ def test_a_judged_model_stays_judged_when_a_later_probe_fails_once() -> None:
     other = next(t for t in TASKS if t != SCREEN)
     plan.observe(Attempt("a/m:free", other, 0, Failure.PROVIDER_ERROR))  # a deepening probe fails once
     assert plan.judged("a/m:free") and plan.judged_models == ["a/m:free"]
+
+
+def test_why_models_were_left_untested_is_one_rule() -> None:
+    from freemodels.rounds import ACCOUNT_LIMIT_STALLED, left_untested
+
+    assert left_untested([], None, 0).short == "quota"
+    assert left_untested([], None, None).short == "quota"
+    assert left_untested([], 40, 0).short == "quota"  # the budget was not what stopped it
+    assert left_untested([], 40, 930).short == "budget"
+    assert left_untested([], 40, None).short == "budget"
+    assert left_untested(["other", ACCOUNT_LIMIT_STALLED], 40, 930).short == "account limit"
