@@ -517,7 +517,7 @@ async def execute_watch(
                 "Lost from the rotation: %s (%s: %s)",
                 untrusted(model.model_id),
                 model.reason.value,
-                model.detail,
+                untrusted(model.detail),  # may quote a catalog id
             )
     events = watch_events(
         findings.changes,
